@@ -1,0 +1,49 @@
+# flyt_instance — PGXS build.  `make run` and `make test` are the two entry
+# points; see README.md.
+
+EXTENSION = flyt_instance
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = flyt_instance
+OBJS = \
+	src/flyt_instance.o \
+	src/guc.o \
+	src/duration.o \
+	src/wire.o \
+	src/store.o \
+	src/outbox.o \
+	src/history.o \
+	src/cleanup.o
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+SHLIB_LINK = -lrdkafka -ljansson
+PG_CPPFLAGS = -I$(srcdir)/src
+# -Wextra on top of PGXS's -Wall; PostgreSQL's own headers are not clean
+# under -Wunused-parameter / -Wmissing-field-initializers / -Wsign-compare.
+PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+TESTS = $(sort $(wildcard test/sql/*.sql))
+REGRESS = $(patsubst test/sql/%.sql,%,$(TESTS))
+REGRESS_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test run deps
+
+deps:
+	@script/deps.sh
+
+# Builds, installs, then runs every suite against throw-away clusters.
+test: deps all
+	@script/install.sh
+	@test/run.sh
+
+# A throw-away cluster with the extension and a sample instance.
+run: deps all
+	@script/install.sh
+	@script/run.sh
