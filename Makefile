@@ -10,6 +10,8 @@ OBJS = \
 	src/guc.o \
 	src/duration.o \
 	src/wire.o \
+	src/plans.o \
+	src/retry.o \
 	src/store.o \
 	src/outbox.o \
 	src/history.o \
@@ -47,3 +49,6 @@ test: deps all
 run: deps all
 	@script/install.sh
 	@script/run.sh
+
+# PGXS tracks no header dependencies: rebuild every object when a header changes.
+$(OBJS): $(wildcard src/*.h)

@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ *
+ * cleanup.c
+ *	  Retention cleanup of instances and their history.
+ *
+ * One batch is one set-based statement: it picks the oldest expired
+ * instances (skipping rows a concurrent retry holds), deletes them and their
+ * history, records one DELETED event each, and queues instance-deleted for
+ * each one that has flow headers.  A second statement purges the history of
+ * instances whose DELETED row has outlived one more retention window.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "cleanup.h"
+#include "guc.h"
+#include "history.h"
+#include "outbox.h"
+#include "plans.h"
+#include "store.h"
+#include "wire.h"
+
+PG_FUNCTION_INFO_V1(flyt_cleanup);
+
+static SPIPlanPtr delete_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
+
+/* now() minus flyt_instance.time_to_keep_instance_in_days. */
+TimestampTz
+flyt_cleanup_cutoff(void)
+{
+	return GetCurrentTransactionStartTimestamp() -
+		(TimestampTz) flyt_time_to_keep_instance_in_days * USECS_PER_DAY;
+}
+
+/*
+ * Deletes at most max_rows (all when max_rows < 0) instances created before
+ * cutoff, and the history whose DELETED row is older than cutoff.  The
+ * caller is connected to SPI.
+ */
+void
+flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result)
+{
+	static const Oid delete_types[] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID};
+	static const Oid purge_types[] = {TIMESTAMPTZOID, INT8OID};
+	SPIPlanPtr	plan;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	plan = flyt_plan(&delete_plan,
+					 "WITH victims AS ("
+					 "  SELECT id FROM flyt.instance"
+					 "  WHERE created_at OPERATOR(pg_catalog.<) $1"
+					 "  ORDER BY created_at LIMIT $2"
+					 "  FOR UPDATE SKIP LOCKED"
+					 "), deleted AS ("
+					 "  DELETE FROM flyt.instance i USING victims v"
+					 "  WHERE i.id OPERATOR(pg_catalog.=) v.id"
+					 "  RETURNING i.id, i.flow_headers"
+					 "), history AS ("
+					 "  DELETE FROM flyt.instance_event e USING deleted d"
+					 "  WHERE e.instance_id OPERATOR(pg_catalog.=) d.id"
+					 "  RETURNING e.instance_id, e.version"
+					 "), last_version AS ("
+					 "  SELECT instance_id, pg_catalog.max(version) AS version FROM history GROUP BY instance_id"
+					 "), events AS ("
+					 "  INSERT INTO flyt.instance_event (instance_id, version, event_type, requested_by)"
+					 "  SELECT d.id, COALESCE(l.version, 0) OPERATOR(pg_catalog.+) 1, 'DELETED', $3"
+					 "  FROM deleted d LEFT JOIN last_version l ON l.instance_id OPERATOR(pg_catalog.=) d.id"
+					 "), queued AS ("
+					 "  INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value)"
+					 "  SELECT q.id, '" FLYT_EVENT_DELETED "', $4, q.instance_id::pg_catalog.text,"
+					 "    pg_catalog.jsonb_build_object("
+					 "      '" FLYT_HEADER_FLOW_HEADERS "', q.flow_headers::pg_catalog.text,"
+					 "      '" FLYT_HEADER_EVENT_ID "', q.id::pg_catalog.text),"
+					 "    NULL"
+					 "  FROM (SELECT pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS id,"
+					 "               d.id AS instance_id, d.flow_headers"
+					 "        FROM deleted d WHERE d.flow_headers IS NOT NULL ORDER BY d.id) q"
+					 "  RETURNING 1"
+					 ") "
+					 "SELECT (SELECT pg_catalog.count(*) FROM deleted),"
+					 "       (SELECT pg_catalog.count(*) FROM queued)",
+					 4, delete_types);
+
+	values[0] = TimestampTzGetDatum(cutoff);
+	if (max_rows >= 0)
+		values[1] = Int64GetDatum(max_rows);
+	else
+		nulls[1] = 'n';
+	values[2] = CStringGetTextDatum(flyt_requested_by());
+	values[3] = CStringGetTextDatum(flyt_topic_name(FLYT_EVENT_DELETED));
+	flyt_execute(plan, values, nulls, false, 0, SPI_OK_SELECT);
+	result->deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	result->deleted_without_event = result->deleted -
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+	plan = flyt_plan(&purge_plan,
+					 "DELETE FROM flyt.instance_event e USING ("
+					 "  SELECT DISTINCT instance_id FROM ("
+					 "    SELECT instance_id FROM flyt.instance_event"
+					 "    WHERE event_type OPERATOR(pg_catalog.=) 'DELETED'"
+					 "      AND occurred_at OPERATOR(pg_catalog.<) $1"
+					 "    ORDER BY occurred_at LIMIT $2) expired"
+					 ") old "
+					 "WHERE e.instance_id OPERATOR(pg_catalog.=) old.instance_id"
+					 "  AND NOT EXISTS (SELECT FROM flyt.instance i"
+					 "                  WHERE i.id OPERATOR(pg_catalog.=) e.instance_id)",
+					 2, purge_types);
+	result->history_purged = flyt_execute(plan, values, nulls, false, 0, SPI_OK_DELETE);
+}
+
+/*
+ * flyt_cleanup(older_than interval DEFAULT NULL, max_rows integer DEFAULT
+ * NULL) → bigint: the number of instances deleted.
+ */
+Datum
+flyt_cleanup(PG_FUNCTION_ARGS)
+{
+	TimestampTz cutoff;
+	int64		max_rows = -1;
+	FlytCleanupResult result;
+
+	if (PG_ARGISNULL(0))
+		cutoff = flyt_cleanup_cutoff();
+	else
+	{
+		Interval   *older_than = PG_GETARG_INTERVAL_P(0);
+		Interval	zero = {0};
+
+		if (DatumGetBool(DirectFunctionCall2(interval_lt, IntervalPGetDatum(older_than),
+											 IntervalPGetDatum(&zero))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("older_than must not be negative")));
+		cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+														 IntervalPGetDatum(older_than)));
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		max_rows = PG_GETARG_INT32(1);
+		if (max_rows <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_rows must be positive"),
+					 errhint("Pass NULL to delete every expired instance.")));
+	}
+
+	flyt_spi_connect();
+	flyt_cleanup_batch(cutoff, max_rows, &result);
+	flyt_spi_finish();
+
+	PG_RETURN_INT64(result.deleted);
+}

@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  The flyt_instance.* settings.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_GUC_H
+#define FLYT_GUC_H
+
+#include "postgres.h"
+
+extern char *flyt_database;
+extern char *flyt_kafka_bootstrap_servers;
+extern char *flyt_kafka_config;
+extern char *flyt_org_id;
+extern char *flyt_domain_context;
+extern char *flyt_application_id;
+extern int	flyt_time_to_keep_instance_in_days;
+extern int64 flyt_cleanup_interval_ms;
+extern int64 flyt_cleanup_initial_delay_ms;
+extern int	flyt_cleanup_batch_size;
+extern int	flyt_redelivery_max_no;
+extern int	flyt_redelivery_millis;
+extern int	flyt_max_in_flight;
+extern char *flyt_internal_clients;
+extern char *flyt_authorized_org_id_role_pairs;
+extern int	flyt_max_instance_bytes;
+
+extern void flyt_define_settings(void);
+extern int64 flyt_topic_retention_ms(void);
+
+#endif							/* FLYT_GUC_H */

@@ -1,0 +1,172 @@
+/*-------------------------------------------------------------------------
+ *
+ * history.c
+ *	  The event history of instances (flyt.instance_event).
+ *
+ * Each change of an instance appends one row with the next per-instance
+ * version.  Writers do not lock the instance for this: two writers that read
+ * the same last version collide on the unique (instance_id, version) index,
+ * and the loser reads again and takes the next version, a bounded number of
+ * times, as the optimistic event-sourced repository of seed 002 does.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/tuplestore.h"
+
+#include "history.h"
+#include "plans.h"
+#include "wire.h"
+
+PG_FUNCTION_INFO_V1(flyt_instance_history);
+
+static SPIPlanPtr append_plan = NULL;
+static SPIPlanPtr history_plan = NULL;
+
+/*
+ * Who asked for a change: the JWT subject when the call came through
+ * PostgREST (request.jwt.claims), otherwise the current user.
+ */
+char *
+flyt_requested_by(void)
+{
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+
+	if (claims != NULL && claims[0] != '\0')
+	{
+		json_error_t error;
+		json_t	   *json = json_loads(claims, 0, &error);
+
+		if (json != NULL)
+		{
+			json_t	   *sub = json_object_get(json, "sub");
+			char	   *result = NULL;
+
+			if (json_is_string(sub) && json_string_length(sub) > 0)
+				result = pstrdup(json_string_value(sub));
+			json_decref(json);
+			if (result != NULL)
+				return result;
+		}
+	}
+	return GetUserNameFromId(GetUserId(), false);
+}
+
+/*
+ * Appends one event to the history of an instance and returns its version.
+ * correlation_id and detail (JSON text) may be NULL.  The caller is
+ * connected to SPI.
+ */
+int
+flyt_append_event(int64 instance_id, const char *event_type,
+				  const char *requested_by, const pg_uuid_t *correlation_id,
+				  const char *detail)
+{
+	static const Oid argtypes[] = {INT8OID, TEXTOID, TEXTOID, UUIDOID, JSONBOID};
+	SPIPlanPtr	plan;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	/*
+	 * ON CONFLICT DO NOTHING instead of catching the unique violation: no
+	 * subtransaction per event.  In READ COMMITTED each execution takes a
+	 * new snapshot, so the next attempt sees the version that won; in
+	 * REPEATABLE READ and SERIALIZABLE the conflict is a serialization
+	 * failure the caller must retry.
+	 */
+	plan = flyt_plan(&append_plan,
+					 "INSERT INTO flyt.instance_event "
+					 "  (instance_id, version, event_type, requested_by, correlation_id, detail) "
+					 "SELECT $1, COALESCE(pg_catalog.max(e.version), 0) + 1, $2, $3, $4, $5 "
+					 "FROM flyt.instance_event e WHERE e.instance_id OPERATOR(pg_catalog.=) $1 "
+					 "ON CONFLICT (instance_id, version) DO NOTHING "
+					 "RETURNING version",
+					 5, argtypes);
+
+	values[0] = Int64GetDatum(instance_id);
+	values[1] = CStringGetTextDatum(event_type);
+	if (requested_by != NULL)
+		values[2] = CStringGetTextDatum(requested_by);
+	else
+		nulls[2] = 'n';
+	if (correlation_id != NULL)
+		values[3] = UUIDPGetDatum(correlation_id);
+	else
+		nulls[3] = 'n';
+	if (detail != NULL)
+		values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(detail));
+	else
+		nulls[4] = 'n';
+
+	for (int attempt = 1; attempt <= FLYT_MAX_VERSION_ATTEMPTS; attempt++)
+	{
+		if (flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
+		{
+			bool		isnull;
+
+			return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not record %s in the history of instance " INT64_FORMAT,
+					event_type, instance_id),
+			 errdetail("Concurrent changes took the next version %d times in a row.",
+					   FLYT_MAX_VERSION_ATTEMPTS),
+			 errhint("Retry the transaction.")));
+	pg_unreachable();
+}
+
+/*
+ * flyt_instance_history(instance_id bigint) → setof (version, event_type,
+ * occurred_at, requested_by, correlation_id, detail): the history of one
+ * instance, oldest first.
+ */
+Datum
+flyt_instance_history(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[] = {INT8OID};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SPIPlanPtr	plan;
+	Datum		values[1];
+	int64		instance_id;
+	uint64		n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance_id must not be null")));
+	instance_id = PG_GETARG_INT64(0);
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	flyt_spi_connect();
+	plan = flyt_plan(&history_plan,
+					 "SELECT version, event_type, occurred_at, requested_by, correlation_id, detail "
+					 "FROM flyt.instance_event WHERE instance_id OPERATOR(pg_catalog.=) $1 "
+					 "ORDER BY version",
+					 1, argtypes);
+	values[0] = Int64GetDatum(instance_id);
+	n = flyt_execute(plan, values, NULL, true, 0, SPI_OK_SELECT);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("instance " INT64_FORMAT " not found", instance_id),
+				 errdetail("There is no history of this instance; it never existed or its history has been cleaned up.")));
+	for (uint64 i = 0; i < n; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	flyt_spi_finish();
+
+	return (Datum) 0;
+}

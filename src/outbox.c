@@ -1,0 +1,107 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  Topic names and the transactional outbox (flyt.outbox).
+ *
+ * Every message flyt_instance produces is first a row in flyt.outbox,
+ * inserted in the transaction of the change that causes it; the background
+ * worker sends it and deletes the row once the broker acknowledged it.  The
+ * row holds the message exactly as it goes on the wire: topic, key, the
+ * header values and the value.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "guc.h"
+#include "outbox.h"
+#include "plans.h"
+#include "wire.h"
+
+static SPIPlanPtr enqueue_plan = NULL;
+
+/* Is this one of the error events, produced on {org}.{ctx}.event.error.{name}? */
+bool
+flyt_is_error_event(const char *event_name)
+{
+	return strcmp(event_name, FLYT_EVENT_REGISTRATION_ERROR) == 0 ||
+		strcmp(event_name, FLYT_EVENT_RETRY_REQUEST_ERROR) == 0;
+}
+
+/*
+ * The topic of an event: {org}.{ctx}.event.{name}, or
+ * {org}.{ctx}.event.error.{name} for error events, where {org} is
+ * flyt_instance.org_id with dots replaced by dashes.
+ */
+char *
+flyt_topic_name(const char *event_name)
+{
+	char	   *org;
+
+	if (flyt_org_id == NULL || flyt_org_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("flyt_instance.org_id is not set"),
+				 errdetail("Kafka topic names start with the organisation id."),
+				 errhint("Set flyt_instance.org_id in postgresql.conf, such as flyt_instance.org_id = 'fintlabs.no', and reload.")));
+	org = pstrdup(flyt_org_id);
+	for (char *p = org; *p; p++)
+		if (*p == '.')
+			*p = '-';
+	return psprintf("%s.%s.event.%s%s", org, flyt_domain_context,
+					flyt_is_error_event(event_name) ? "error." : "", event_name);
+}
+
+/*
+ * Queues one message in flyt.outbox and returns its id, which is also the
+ * value of its flyt.event-id header.  flow_headers (the
+ * flyt.instance-flow-headers header) and value may be NULL.  The caller is
+ * connected to SPI.
+ */
+int64
+flyt_outbox_enqueue(const char *event_name, int64 instance_id,
+					const char *flow_headers, const char *value)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	SPIPlanPtr	plan;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char		key[32];
+	bool		isnull;
+	Datum		id;
+
+	plan = flyt_plan(&enqueue_plan,
+					 "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
+					 "SELECT i, $1, $2, $3, "
+					 "  CASE WHEN $4 IS NULL "
+					 "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', i::pg_catalog.text) "
+					 "    ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', $4, "
+					 "                                       '" FLYT_HEADER_EVENT_ID "', i::pg_catalog.text) END, "
+					 "  $5 "
+					 "FROM pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS i "
+					 "RETURNING id",
+					 5, argtypes);
+
+	snprintf(key, sizeof(key), INT64_FORMAT, instance_id);
+	values[0] = CStringGetTextDatum(event_name);
+	values[1] = CStringGetTextDatum(flyt_topic_name(event_name));
+	values[2] = CStringGetTextDatum(key);
+	if (flow_headers != NULL)
+		values[3] = CStringGetTextDatum(flow_headers);
+	else
+		nulls[3] = 'n';
+	if (value != NULL)
+		values[4] = CStringGetTextDatum(value);
+	else
+		nulls[4] = 'n';
+
+	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetInt64(id);
+}

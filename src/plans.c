@@ -1,0 +1,72 @@
+/*-------------------------------------------------------------------------
+ *
+ * plans.c
+ *	  SPI plans prepared once per backend and kept.
+ *
+ * Every statement flyt_instance runs is a fully schema-qualified query
+ * prepared on first use and kept with SPI_keepplan, so a call costs the
+ * execution of its plans and nothing else: no parsing, no planning, no
+ * catalog lookups.  The plan cache revalidates a kept plan by itself when
+ * the tables change (for example DROP and CREATE EXTENSION).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+#include "plans.h"
+
+/* Returns the plan in *cache, preparing and keeping it on first use. */
+SPIPlanPtr
+flyt_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	if (plan == NULL)
+		elog(ERROR, "flyt_instance: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "flyt_instance: SPI_keepplan failed");
+	*cache = plan;
+	return plan;
+}
+
+/* SPI_connect that reports failure. */
+void
+flyt_spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "flyt_instance: SPI_connect failed: %s", SPI_result_code_string(rc));
+}
+
+/* SPI_finish that reports failure. */
+void
+flyt_spi_finish(void)
+{
+	int			rc = SPI_finish();
+
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "flyt_instance: SPI_finish failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Executes a kept plan and checks that it returned the expected SPI result
+ * code; returns the number of rows processed.
+ */
+int
+flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
+			 bool read_only, long count, int expected)
+{
+	int			rc = SPI_execute_plan(plan, (Datum *) values, nulls, read_only, count);
+
+	if (rc != expected)
+		elog(ERROR, "flyt_instance: SPI_execute_plan returned %s, expected %s",
+			 SPI_result_code_string(rc), SPI_result_code_string(expected));
+	return (int) SPI_processed;
+}

@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ *
+ * plans.h
+ *	  SPI plans prepared once per backend and kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_PLANS_H
+#define FLYT_PLANS_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+extern SPIPlanPtr flyt_plan(SPIPlanPtr *cache, const char *sql,
+							int nargs, const Oid *argtypes);
+extern void flyt_spi_connect(void);
+extern void flyt_spi_finish(void);
+extern int	flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
+						 bool read_only, long count, int expected);
+
+#endif							/* FLYT_PLANS_H */

@@ -1,0 +1,278 @@
+/*-------------------------------------------------------------------------
+ *
+ * retry.c
+ *	  Retrying instances: flyt_retry and flyt_retry_batch.
+ *
+ * A retry takes the stored flow headers of an instance, gives them a fresh
+ * correlationId, queues instance-requested-for-retry with the instance as
+ * value and records RETRY_REQUESTED.  Cost: one primary-key lookup (which
+ * also takes a KEY SHARE lock, so cleanup cannot delete the instance under
+ * the retry) and two inserts, with plans prepared once per backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/resowner.h"
+#include "utils/tuplestore.h"
+
+#include "history.h"
+#include "outbox.h"
+#include "plans.h"
+#include "retry.h"
+#include "store.h"
+#include "wire.h"
+
+PG_FUNCTION_INFO_V1(flyt_retry);
+PG_FUNCTION_INFO_V1(flyt_retry_batch);
+
+/*
+ * Queues a retry of one instance.  On FLYT_RETRY_QUEUED, *correlation_id is
+ * the new correlation id.  Errors other than "not found" and "no flow
+ * headers" are raised.
+ */
+FlytRetryOutcome
+flyt_retry_instance(int64 instance_id, const char *requested_by,
+					pg_uuid_t *correlation_id)
+{
+	json_t	   *payload;
+	json_t	   *headers;
+	TimestampTz created_at;
+	FlytRetryOutcome outcome = FLYT_RETRY_QUEUED;
+
+	flyt_spi_connect();
+	if (!flyt_fetch_instance(instance_id, true, &payload, &headers, &created_at))
+		outcome = FLYT_RETRY_NOT_FOUND;
+	else if (headers == NULL || !json_is_object(headers))
+		outcome = FLYT_RETRY_NO_FLOW_HEADERS;
+	else
+	{
+		flyt_new_correlation_id(correlation_id);
+		flyt_set_correlation_id(headers, correlation_id);
+		flyt_outbox_enqueue(FLYT_EVENT_RETRY, instance_id,
+							flyt_json_dump(headers),
+							flyt_instance_dto(instance_id, payload, created_at));
+		flyt_append_event(instance_id, "RETRY_REQUESTED", requested_by,
+						  correlation_id, NULL);
+	}
+	flyt_spi_finish();
+	return outcome;
+}
+
+/* Raises the error of an outcome other than FLYT_RETRY_QUEUED. */
+void
+flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id)
+{
+	switch (outcome)
+	{
+		case FLYT_RETRY_QUEUED:
+			break;
+		case FLYT_RETRY_NOT_FOUND:
+			flyt_instance_not_found(instance_id);
+			break;
+		case FLYT_RETRY_NO_FLOW_HEADERS:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("instance " INT64_FORMAT " has no flow headers", instance_id),
+					 errdetail("The instance was stored without InstanceFlowHeaders, so no retry event can be addressed.")));
+			break;
+	}
+}
+
+/* flyt_retry(instance_id bigint) → uuid: the new correlation id. */
+Datum
+flyt_retry(PG_FUNCTION_ARGS)
+{
+	int64		instance_id;
+	pg_uuid_t  *correlation_id = palloc(sizeof(pg_uuid_t));
+	FlytRetryOutcome outcome;
+
+	flyt_require_argument(fcinfo, 0, "instance_id");
+	instance_id = PG_GETARG_INT64(0);
+
+	outcome = flyt_retry_instance(instance_id, flyt_requested_by(), correlation_id);
+	flyt_report_retry_outcome(outcome, instance_id);
+
+	PG_RETURN_UUID_P(correlation_id);
+}
+
+/*
+ * Errors a batch never turns into an "error" row: cancellation, shutdown,
+ * lack of resources and internal failures stop the whole statement.
+ */
+static bool
+must_propagate(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_OPERATOR_INTERVENTION:
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+		case ERRCODE_SYSTEM_ERROR:
+		case ERRCODE_INTERNAL_ERROR:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Retries one instance in a subtransaction, so that an unexpected failure
+ * is reported as an "error" row and undoes nothing but this instance.
+ * Returns the status text; sets *correlation_id or *error.
+ */
+static const char *
+retry_isolated(int64 instance_id, const char *requested_by,
+			   pg_uuid_t *correlation_id, char **error)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	FlytRetryOutcome outcome = FLYT_RETRY_QUEUED;
+
+	*error = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+	PG_TRY();
+	{
+		outcome = flyt_retry_instance(instance_id, requested_by, correlation_id);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+		if (must_propagate(edata->sqlerrcode))
+			ReThrowError(edata);
+		*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		return "error";
+	}
+	PG_END_TRY();
+
+	switch (outcome)
+	{
+		case FLYT_RETRY_QUEUED:
+			return "queued";
+		case FLYT_RETRY_NOT_FOUND:
+			*error = psprintf("instance " INT64_FORMAT " not found", instance_id);
+			return "not_found";
+		case FLYT_RETRY_NO_FLOW_HEADERS:
+			*error = psprintf("instance " INT64_FORMAT " has no flow headers", instance_id);
+			return "no_flow_headers";
+	}
+	pg_unreachable();
+}
+
+/* A set of instance ids already seen in one batch. */
+typedef struct SeenEntry
+{
+	int64		id;
+	char		status;			/* required by simplehash */
+} SeenEntry;
+
+#define SH_PREFIX seen
+#define SH_ELEMENT_TYPE SeenEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY id
+#define SH_HASH_KEY(tb, key) murmurhash32((uint32) (key) ^ (uint32) ((uint64) (key) >> 32))
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/*
+ * flyt_retry_batch(instance_ids bigint[]) → setof (instance_id, status,
+ * correlation_id, error): each distinct id retried independently, in the
+ * order given.
+ */
+Datum
+flyt_retry_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *ids;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	bool		null_reported = false;
+	char	   *requested_by;
+	seen_hash  *seen;
+
+	flyt_require_argument(fcinfo, 0, "instance_ids");
+	ids = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(ids) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("instance_ids must be a one-dimensional array")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	deconstruct_array(ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
+					  &elems, &elem_nulls, &nelems);
+	requested_by = flyt_requested_by();
+	seen = seen_create(CurrentMemoryContext, Max(nelems, 8), NULL);
+
+	for (int i = 0; i < nelems; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, true, true};
+		pg_uuid_t  *correlation_id;
+		char	   *error;
+		const char *status;
+		bool		found;
+		int64		id;
+
+		CHECK_FOR_INTERRUPTS();
+		if (elem_nulls[i])
+		{
+			if (null_reported)
+				continue;
+			null_reported = true;
+			nulls[0] = true;
+			values[1] = CStringGetTextDatum("not_found");
+			values[3] = CStringGetTextDatum("instance id is null");
+			nulls[3] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			continue;
+		}
+
+		id = DatumGetInt64(elems[i]);
+		(void) seen_insert(seen, id, &found);
+		if (found)
+			continue;
+
+		correlation_id = palloc(sizeof(pg_uuid_t));
+		status = retry_isolated(id, requested_by, correlation_id, &error);
+		values[0] = Int64GetDatum(id);
+		values[1] = CStringGetTextDatum(status);
+		if (error == NULL)
+		{
+			values[2] = UUIDPGetDatum(correlation_id);
+			nulls[2] = false;
+		}
+		else
+		{
+			values[3] = CStringGetTextDatum(error);
+			nulls[3] = false;
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	return (Datum) 0;
+}

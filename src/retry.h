@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * retry.h
+ *	  Retrying instances: flyt_retry and flyt_retry_batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_RETRY_H
+#define FLYT_RETRY_H
+
+#include "postgres.h"
+
+#include "utils/uuid.h"
+
+typedef enum FlytRetryOutcome
+{
+	FLYT_RETRY_QUEUED,
+	FLYT_RETRY_NOT_FOUND,
+	FLYT_RETRY_NO_FLOW_HEADERS
+} FlytRetryOutcome;
+
+extern FlytRetryOutcome flyt_retry_instance(int64 instance_id,
+											const char *requested_by,
+											pg_uuid_t *correlation_id);
+extern void flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id);
+
+#endif							/* FLYT_RETRY_H */

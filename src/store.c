@@ -1,0 +1,283 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  The instance store: registering, reading and deleting instances.
+ *
+ * Each function changes flyt.instance, appends to the instance's history
+ * and queues the resulting Kafka message in flyt.outbox, all in the
+ * caller's transaction: they commit together or not at all.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "history.h"
+#include "outbox.h"
+#include "plans.h"
+#include "store.h"
+#include "wire.h"
+
+PG_FUNCTION_INFO_V1(flyt_register_instance);
+PG_FUNCTION_INFO_V1(flyt_instance);
+PG_FUNCTION_INFO_V1(flyt_instance_dispatched);
+
+static SPIPlanPtr next_id_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr select_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
+
+/* Raises the error for a NULL argument that must not be NULL. */
+void
+flyt_require_argument(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * Registers a validated instance: stores it with its flow headers (with
+ * instanceId set to the new id), records REGISTERED and queues
+ * instance-registered.  The caller is connected to SPI.
+ */
+int64
+flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
+{
+	static const Oid insert_types[] = {INT8OID, JSONBOID, JSONBOID, INT8OID,
+	TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+	SPIPlanPtr	plan;
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	TimestampTz created_at = GetCurrentTransactionStartTimestamp();
+	bool		isnull;
+	int64		id;
+	char	   *headers_text;
+
+	plan = flyt_plan(&next_id_plan,
+					 "SELECT pg_catalog.nextval('flyt.instance_id_seq'::pg_catalog.regclass)",
+					 0, NULL);
+	flyt_execute(plan, NULL, NULL, false, 1, SPI_OK_SELECT);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	json_object_set_new(headers->json, "instanceId", json_integer((json_int_t) id));
+	headers_text = flyt_json_dump(headers->json);
+
+	plan = flyt_plan(&insert_plan,
+					 "INSERT INTO flyt.instance (id, payload, flow_headers, source_application_id, "
+					 "  source_application_integration_id, source_application_instance_id, "
+					 "  integration_id, created_at) "
+					 "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+					 8, insert_types);
+	values[0] = Int64GetDatum(id);
+	values[1] = JsonbPGetDatum(flyt_json_to_jsonb(payload));
+	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_text));
+	values[3] = Int64GetDatum(headers->source_application_id);
+	if (headers->source_application_integration_id)
+		values[4] = CStringGetTextDatum(headers->source_application_integration_id);
+	else
+		nulls[4] = 'n';
+	if (headers->source_application_instance_id)
+		values[5] = CStringGetTextDatum(headers->source_application_instance_id);
+	else
+		nulls[5] = 'n';
+	if (headers->has_integration_id)
+		values[6] = Int64GetDatum(headers->integration_id);
+	else
+		nulls[6] = 'n';
+	values[7] = TimestampTzGetDatum(created_at);
+	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
+
+	flyt_append_event(id, "REGISTERED", flyt_requested_by(), &headers->correlation_id, NULL);
+	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, id, headers_text,
+						flyt_instance_dto(id, payload, created_at));
+	return id;
+}
+
+/*
+ * Parses and validates the two jsonb arguments of the SQL functions into
+ * flow headers and a canonical instance.
+ */
+static void
+headers_from_jsonb(Jsonb *jb, FlytFlowHeaders *headers)
+{
+	size_t		len;
+	char	   *text = flyt_jsonb_to_text(jb, &len);
+
+	flyt_parse_flow_headers(text, len, headers);
+}
+
+/*
+ * flyt_register_instance(headers jsonb, instance jsonb) → bigint: what the
+ * consumer does for instance-received.
+ */
+Datum
+flyt_register_instance(PG_FUNCTION_ARGS)
+{
+	FlytFlowHeaders headers;
+	json_t	   *payload;
+	size_t		len;
+	char	   *text;
+	int64		id;
+
+	flyt_require_argument(fcinfo, 0, "headers");
+	flyt_require_argument(fcinfo, 1, "instance");
+
+	headers_from_jsonb(PG_GETARG_JSONB_P(0), &headers);
+	text = flyt_jsonb_to_text(PG_GETARG_JSONB_P(1), &len);
+	payload = flyt_parse_instance(text, len);
+
+	flyt_spi_connect();
+	id = flyt_store_instance(&headers, payload);
+	flyt_spi_finish();
+
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * Reads one instance.  Returns false when it does not exist; otherwise sets
+ * *payload and *created_at and, when flow_headers is not NULL, *flow_headers
+ * (NULL when the instance has none).  lock takes FOR KEY SHARE, so that the
+ * instance cannot be deleted before the caller's transaction ends.  The
+ * caller is connected to SPI.
+ */
+bool
+flyt_fetch_instance(int64 id, bool lock, json_t **payload, json_t **flow_headers,
+					TimestampTz *created_at)
+{
+	static const Oid argtypes[] = {INT8OID};
+	static SPIPlanPtr locking_plan = NULL;
+	SPIPlanPtr	plan;
+	Datum		values[1];
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	if (lock)
+		plan = flyt_plan(&locking_plan,
+						 "SELECT payload, flow_headers, created_at FROM flyt.instance "
+						 "WHERE id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE",
+						 1, argtypes);
+	else
+		plan = flyt_plan(&select_plan,
+						 "SELECT payload, flow_headers, created_at FROM flyt.instance "
+						 "WHERE id OPERATOR(pg_catalog.=) $1",
+						 1, argtypes);
+	values[0] = Int64GetDatum(id);
+	if (flyt_execute(plan, values, NULL, !lock, 1, SPI_OK_SELECT) == 0)
+		return false;
+
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	d = SPI_getbinval(tuple, desc, 1, &isnull);
+	*payload = flyt_jsonb_to_json(DatumGetJsonbP(d), "instance");
+	if (flow_headers != NULL)
+	{
+		d = SPI_getbinval(tuple, desc, 2, &isnull);
+		*flow_headers = isnull ? NULL : flyt_jsonb_to_json(DatumGetJsonbP(d), "flow headers");
+	}
+	*created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3, &isnull));
+	return true;
+}
+
+/* Raises the "instance N not found" error (SQLSTATE P0002). */
+void
+flyt_instance_not_found(int64 id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NO_DATA_FOUND),
+			 errmsg("instance " INT64_FORMAT " not found", id)));
+}
+
+/* flyt_instance(instance_id bigint) → jsonb: the instance DTO. */
+Datum
+flyt_instance(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	json_t	   *payload;
+	TimestampTz created_at;
+	char	   *dto;
+
+	flyt_require_argument(fcinfo, 0, "instance_id");
+	id = PG_GETARG_INT64(0);
+
+	flyt_spi_connect();
+	if (!flyt_fetch_instance(id, false, &payload, NULL, &created_at))
+		flyt_instance_not_found(id);
+	dto = flyt_instance_dto(id, payload, created_at);
+	flyt_spi_finish();
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(dto)));
+}
+
+/*
+ * Deletes a dispatched instance: records DISPATCHED and DELETED and queues
+ * instance-deleted with the stored flow headers (the received ones when none
+ * are stored).  Returns false when the instance is already gone.  The
+ * caller is connected to SPI.
+ */
+bool
+flyt_dispatch_instance(FlytFlowHeaders *headers)
+{
+	static const Oid argtypes[] = {INT8OID};
+	SPIPlanPtr	plan;
+	Datum		values[1];
+	bool		isnull;
+	Datum		stored;
+	char	   *requested_by;
+	json_t	   *deleted_headers;
+	int64		id = headers->instance_id;
+
+	plan = flyt_plan(&delete_plan,
+					 "DELETE FROM flyt.instance WHERE id OPERATOR(pg_catalog.=) $1 RETURNING flow_headers",
+					 1, argtypes);
+	values[0] = Int64GetDatum(id);
+	if (flyt_execute(plan, values, NULL, false, 0, SPI_OK_DELETE_RETURNING) == 0)
+		return false;
+
+	stored = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	deleted_headers = isnull ? headers->json
+		: flyt_jsonb_to_json(DatumGetJsonbP(stored), "flow headers");
+
+	requested_by = flyt_requested_by();
+	flyt_append_event(id, "DISPATCHED", requested_by, &headers->correlation_id, NULL);
+	flyt_append_event(id, "DELETED", requested_by, &headers->correlation_id, NULL);
+	flyt_outbox_enqueue(FLYT_EVENT_DELETED, id, flyt_json_dump(deleted_headers), NULL);
+	return true;
+}
+
+/*
+ * flyt_instance_dispatched(headers jsonb) → boolean: what the consumer does
+ * for instance-dispatched.
+ */
+Datum
+flyt_instance_dispatched(PG_FUNCTION_ARGS)
+{
+	FlytFlowHeaders headers;
+	bool		deleted;
+
+	flyt_require_argument(fcinfo, 0, "headers");
+	headers_from_jsonb(PG_GETARG_JSONB_P(0), &headers);
+	if (!headers.has_instance_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers.instanceId is required"),
+				 errdetail("instance-dispatched names the instance to delete in headers.instanceId.")));
+
+	flyt_spi_connect();
+	deleted = flyt_dispatch_instance(&headers);
+	flyt_spi_finish();
+
+	PG_RETURN_BOOL(deleted);
+}

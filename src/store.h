@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *	  The instance store: registering, reading and deleting instances.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_STORE_H
+#define FLYT_STORE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+
+#include "wire.h"
+
+extern void flyt_require_argument(FunctionCallInfo fcinfo, int argno,
+								  const char *name);
+extern int64 flyt_store_instance(FlytFlowHeaders *headers, json_t *payload);
+extern bool flyt_fetch_instance(int64 id, bool lock, json_t **payload,
+								json_t **flow_headers, TimestampTz *created_at);
+extern bool flyt_dispatch_instance(FlytFlowHeaders *headers);
+extern void flyt_instance_not_found(int64 id);
+
+#endif							/* FLYT_STORE_H */

@@ -1,0 +1,61 @@
+/*-------------------------------------------------------------------------
+ *
+ * wire.h
+ *	  The Kafka wire format of flyt_instance (SPEC section 4), in jansson:
+ *	  validation of InstanceFlowHeaders and instances, the instance DTO,
+ *	  timestamps and correlation ids.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_WIRE_H
+#define FLYT_WIRE_H
+
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* Deepest nesting of instances inside objectCollectionPerKey. */
+#define FLYT_MAX_INSTANCE_DEPTH 64
+
+/* Header names on every produced message. */
+#define FLYT_HEADER_FLOW_HEADERS "flyt.instance-flow-headers"
+#define FLYT_HEADER_EVENT_ID "flyt.event-id"
+
+/* Validated InstanceFlowHeaders; the string fields point into json. */
+typedef struct FlytFlowHeaders
+{
+	json_t	   *json;			/* the whole object, unknown fields kept */
+	int64		source_application_id;
+	const char *source_application_integration_id;	/* NULL when absent */
+	const char *source_application_instance_id; /* NULL when absent */
+	bool		has_integration_id;
+	int64		integration_id;
+	bool		has_instance_id;
+	int64		instance_id;
+	pg_uuid_t	correlation_id;
+} FlytFlowHeaders;
+
+extern void flyt_wire_init(void);
+
+extern void flyt_parse_flow_headers(const char *text, size_t len,
+									FlytFlowHeaders *headers);
+extern json_t *flyt_parse_instance(const char *text, size_t len);
+extern json_t *flyt_parse_stored_json(const char *text, size_t len,
+									  const char *what);
+
+extern char *flyt_jsonb_to_text(Jsonb *jb, size_t *len);
+extern json_t *flyt_jsonb_to_json(Jsonb *jb, const char *what);
+extern Jsonb *flyt_json_to_jsonb(json_t *json);
+extern char *flyt_json_dump(json_t *json);
+
+extern char *flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at);
+extern void flyt_format_timestamp(TimestampTz ts, char *buf, size_t buflen);
+extern void flyt_new_correlation_id(pg_uuid_t *uuid);
+extern void flyt_uuid_to_text(const pg_uuid_t *uuid, char *buf);
+extern void flyt_set_correlation_id(json_t *headers, const pg_uuid_t *uuid);
+
+#endif							/* FLYT_WIRE_H */
