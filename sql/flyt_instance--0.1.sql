@@ -211,3 +211,19 @@ REVOKE EXECUTE ON FUNCTION
 	flyt_cleanup(interval, integer),
 	flyt_instance_history(bigint)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- pg_dump: the tables hold user data, so they are dumped with it.
+-------------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_event', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.consumer_offset', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run_id_seq', '');

@@ -84,7 +84,7 @@ parse_iso8601(const char *s, int64 *milliseconds, const char **problem)
 		{
 			if (in_time)
 			{
-				*problem = "an ISO-8601 duration has at most one T";
+				*problem = "An ISO-8601 duration has at most one T";
 				return false;
 			}
 			in_time = true;
@@ -92,14 +92,14 @@ parse_iso8601(const char *s, int64 *milliseconds, const char **problem)
 			s++;
 			if (*s == '\0')
 			{
-				*problem = "an ISO-8601 duration needs a value after T";
+				*problem = "An ISO-8601 duration needs a value after T";
 				return false;
 			}
 			continue;
 		}
 		if (!read_number(&s, &v))
 		{
-			*problem = "an ISO-8601 duration needs a number before each unit";
+			*problem = "An ISO-8601 duration needs a number before each unit";
 			return false;
 		}
 		unit = toupper((unsigned char) *s);
@@ -139,13 +139,13 @@ parse_iso8601(const char *s, int64 *milliseconds, const char **problem)
 		s++;
 		if (total > (double) MAX_DURATION_MS)
 		{
-			*problem = "the duration is longer than 100 years";
+			*problem = "The duration is longer than 100 years";
 			return false;
 		}
 	}
 	if (!any)
 	{
-		*problem = "an ISO-8601 duration needs at least one value";
+		*problem = "An ISO-8601 duration needs at least one value";
 		return false;
 	}
 	*milliseconds = (int64) (total + 0.5);
@@ -161,7 +161,7 @@ parse_simple(const char *s, int64 *milliseconds, const char **problem)
 
 	if (!read_number(&s, &v))
 	{
-		*problem = "a duration starts with a number";
+		*problem = "A duration starts with a number";
 		return false;
 	}
 	while (isspace((unsigned char) *s))
@@ -178,12 +178,12 @@ parse_simple(const char *s, int64 *milliseconds, const char **problem)
 		per = MS_PER_DAY;
 	else
 	{
-		*problem = (*s == '\0') ? "a duration needs a unit" : "unknown duration unit";
+		*problem = (*s == '\0') ? "A duration needs a unit" : "Unknown duration unit";
 		return false;
 	}
 	if (v * per > (double) MAX_DURATION_MS)
 	{
-		*problem = "the duration is longer than 100 years";
+		*problem = "The duration is longer than 100 years";
 		return false;
 	}
 	*milliseconds = (int64) (v * per + 0.5);
@@ -205,7 +205,7 @@ flyt_parse_duration(const char *text, int64 *milliseconds, const char **problem)
 	*problem = NULL;
 	if (text == NULL)
 	{
-		*problem = "a duration is required";
+		*problem = "A duration is required";
 		return false;
 	}
 	while (isspace((unsigned char) *s))
@@ -215,12 +215,12 @@ flyt_parse_duration(const char *text, int64 *milliseconds, const char **problem)
 		len--;
 	if (len == 0)
 	{
-		*problem = "a duration is required";
+		*problem = "A duration is required";
 		return false;
 	}
 	if (len >= sizeof(buf))
 	{
-		*problem = "the duration is too long to be one";
+		*problem = "The duration is too long to be one";
 		return false;
 	}
 	memcpy(buf, s, len);
@@ -228,7 +228,7 @@ flyt_parse_duration(const char *text, int64 *milliseconds, const char **problem)
 
 	if (buf[0] == '-')
 	{
-		*problem = "a duration cannot be negative";
+		*problem = "A duration cannot be negative";
 		return false;
 	}
 	if (toupper((unsigned char) buf[0]) == 'P')
@@ -251,7 +251,7 @@ flyt_parse_milliseconds(const char *text, int64 *milliseconds, const char **prob
 		s++;
 	if (!isdigit((unsigned char) *s))
 	{
-		*problem = "a whole, non-negative number of milliseconds is required";
+		*problem = "A whole, non-negative number of milliseconds is required";
 		return false;
 	}
 	while (isdigit((unsigned char) *s))
@@ -259,7 +259,7 @@ flyt_parse_milliseconds(const char *text, int64 *milliseconds, const char **prob
 		v = v * 10 + (*s - '0');
 		if (v > MAX_DURATION_MS)
 		{
-			*problem = "the duration is longer than 100 years";
+			*problem = "The duration is longer than 100 years";
 			return false;
 		}
 		s++;
@@ -268,7 +268,7 @@ flyt_parse_milliseconds(const char *text, int64 *milliseconds, const char **prob
 		s++;
 	if (*s != '\0')
 	{
-		*problem = "a whole, non-negative number of milliseconds is required";
+		*problem = "A whole, non-negative number of milliseconds is required";
 		return false;
 	}
 	*milliseconds = v;

@@ -78,7 +78,7 @@ load_json(const char *text, size_t len, const char *what)
 	json_t	   *json;
 	json_error_t error;
 
-	json = json_loadb(text, len, JSON_ALLOW_NUL, &error);
+	json = json_loadb(text, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &error);
 	if (json == NULL)
 		report_syntax_error(what, &error);
 	return json;

@@ -1,0 +1,48 @@
+-- flyt_cleanup: retention.
+\set headers `cat test/fixtures/instance-received.headers.json`
+
+TRUNCATE flyt.instance, flyt.instance_event, flyt.outbox RESTART IDENTITY;
+
+-- Five instances aged 10, 20, 30, 40 and 70 days, one of them without flow headers.
+SELECT count(flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object('n', n::text)))) AS registered
+FROM generate_series(1, 4) n;
+INSERT INTO flyt.instance (payload) VALUES ('{"valuePerKey": {}, "objectCollectionPerKey": {}}');
+UPDATE flyt.instance SET created_at = now() - make_interval(days => d)
+FROM (SELECT id, (ARRAY[10, 20, 30, 40, 70])[row_number() OVER (ORDER BY id)] AS d FROM flyt.instance) a
+WHERE a.id = instance.id;
+SELECT id AS oldest FROM flyt.instance ORDER BY created_at LIMIT 1 \gset
+TRUNCATE flyt.outbox;
+
+-- Default window: flyt_instance.time_to_keep_instance_in_days (60).
+SELECT current_setting('flyt_instance.time_to_keep_instance_in_days') AS days;
+SELECT flyt_cleanup() AS deleted;
+-- The one over 60 days had no flow headers: nothing queued for it, but DELETED is recorded.
+SELECT count(*) AS queued FROM flyt.outbox;
+SELECT version, event_type FROM flyt_instance_history(:oldest);
+
+-- max_rows bounds one call; the oldest go first.
+SELECT flyt_cleanup('15 days', 2) AS deleted;
+SELECT array_agg((now() - created_at) > '35 days' ORDER BY created_at) AS older_gone FROM flyt.instance;
+SELECT event_name, value IS NULL AS null_value, (headers ->> 'flyt.instance-flow-headers')::jsonb ->> 'sourceApplicationInstanceId' AS source_instance
+FROM flyt.outbox ORDER BY id;
+-- Their history is replaced by one DELETED row with the next version.
+SELECT e.instance_id IN (SELECT id FROM flyt.instance) AS still_stored, event_type, version
+FROM flyt.instance_event e ORDER BY e.instance_id, version;
+
+-- Nothing expired: nothing happens.
+SELECT flyt_cleanup('1 year') AS deleted;
+
+-- The DELETED rows stay one more window, then the history is purged.
+UPDATE flyt.instance_event SET occurred_at = now() - interval '61 days' WHERE instance_id = :oldest;
+SELECT flyt_cleanup() AS deleted;
+SELECT count(*) AS history_of_oldest FROM flyt.instance_event WHERE instance_id = :oldest;
+SELECT flyt_instance_history(:oldest);
+
+-- Zero keeps nothing.
+SELECT flyt_cleanup('0') AS deleted;
+SELECT count(*) AS remaining FROM flyt.instance;
+
+-- Bad arguments.
+SELECT flyt_cleanup('-1 day');
+SELECT flyt_cleanup('1 day', 0);
+SELECT flyt_cleanup('1 day', -5);

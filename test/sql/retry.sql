@@ -1,0 +1,76 @@
+-- flyt_retry and flyt_retry_batch.
+\set headers `cat test/fixtures/instance-received.headers.json`
+\set instance `cat test/fixtures/instance-received.value.json`
+
+TRUNCATE flyt.instance, flyt.instance_event, flyt.outbox RESTART IDENTITY;
+
+SELECT flyt_register_instance(:'headers', :'instance') AS id \gset
+-- An instance stored without flow headers (as migrated data may be).
+INSERT INTO flyt.instance (payload) VALUES ('{"valuePerKey": {}, "objectCollectionPerKey": {}}') RETURNING id AS bare \gset
+SELECT max(id) + 1000 AS unknown FROM flyt.instance \gset
+
+SELECT flyt_retry(:id) AS correlation \gset
+-- A fresh version 4 correlation id, different from the received one.
+SELECT :'correlation' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid_v4,
+       :'correlation' <> (:'headers'::jsonb ->> 'correlationId') AS fresh;
+
+-- The retry message: stored headers with the new correlationId, value = the DTO.
+SELECT event_name, topic, key = :'id' AS keyed_by_id,
+       (headers ->> 'flyt.instance-flow-headers')::jsonb
+         = (:'headers'::jsonb || jsonb_build_object('instanceId', :id, 'correlationId', :'correlation')) AS flow_headers,
+       headers ->> 'flyt.event-id' = id::text AS event_id,
+       value::jsonb = flyt_instance(:id) AS value_is_dto
+FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry';
+
+-- History: REGISTERED, then RETRY_REQUESTED with the new correlation id.
+SELECT version, event_type, correlation_id::text = :'correlation' AS new_correlation
+FROM flyt_instance_history(:id);
+
+-- Errors: unknown id, no flow headers, NULL.
+SELECT flyt_retry(:unknown);
+SELECT flyt_retry(:bare);
+SELECT flyt_retry(NULL);
+
+-- Batch: one row per distinct id in the order given; bad ids never fail the others.
+SELECT instance_id = :id AS is_id, instance_id = :bare AS is_bare, instance_id = :unknown AS is_unknown,
+       status, correlation_id IS NOT NULL AS has_correlation,
+       regexp_replace(error, '\d+', 'N') AS error
+FROM flyt_retry_batch(ARRAY[:id, :unknown, :bare, NULL, :id, NULL, :unknown]::bigint[]);
+SELECT count(*) AS retry_messages FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry';
+
+-- Empty batch: no rows.  NULL batch and a two-dimensional array: errors.
+SELECT * FROM flyt_retry_batch('{}');
+SELECT * FROM flyt_retry_batch(NULL);
+SELECT * FROM flyt_retry_batch('{{1,2},{3,4}}');
+
+-- An id that fails unexpectedly (here: a trigger refuses its outbox row) is an
+-- "error" row, leaves nothing of itself behind and does not stop the others.
+CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.key = current_setting('my.refused', true) THEN
+		RAISE EXCEPTION 'refused by test trigger' USING ERRCODE = 'check_violation';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse BEFORE INSERT ON flyt.outbox FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse();
+SELECT flyt_register_instance(:'headers', :'instance') AS other \gset
+SELECT set_config('my.refused', :'other', false) IS NOT NULL AS armed;
+SELECT count(*) AS events_before FROM flyt.instance_event \gset
+SELECT instance_id = :id AS is_id, status, correlation_id IS NOT NULL AS has_correlation, error
+FROM flyt_retry_batch(ARRAY[:other, :id]);
+SELECT count(*) - :events_before AS events_added FROM flyt.instance_event;
+SELECT count(*) AS retries_of_refused FROM flyt.instance_event WHERE instance_id = :other AND event_type = 'RETRY_REQUESTED';
+DROP TRIGGER refuse ON flyt.outbox;
+
+-- Who asked: the PostgREST JWT subject when there is one, else current_user.
+BEGIN;
+SELECT set_config('request.jwt.claims', '{"role": "flyt_web", "sub": "flyt-web-client"}', true) IS NOT NULL AS claims_set;
+SELECT flyt_retry(:id) IS NOT NULL AS retried;
+SELECT requested_by FROM flyt_instance_history(:id) ORDER BY version DESC LIMIT 1;
+SELECT set_config('request.jwt.claims', '{"role": "flyt_web"}', true) IS NOT NULL AS claims_without_sub;
+SELECT flyt_retry(:id) IS NOT NULL AS retried;
+SELECT requested_by = current_user AS by_current_user FROM flyt_instance_history(:id) ORDER BY version DESC LIMIT 1;
+COMMIT;
+
+-- Versions stay dense per instance.
+SELECT array_agg(version ORDER BY version) FROM flyt_instance_history(:id);
