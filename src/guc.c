@@ -399,7 +399,7 @@ check_role_pairs(char **newval, void **extra, GucSource source)
 
 				if (json_is_string(role))
 				{
-					for (int k = 0; k < lengthof(known_roles); k++)
+					for (size_t k = 0; k < lengthof(known_roles); k++)
 						if (strcmp(json_string_value(role), known_roles[k]) == 0)
 							known = true;
 				}

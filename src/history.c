@@ -21,6 +21,8 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "history.h"
@@ -31,6 +33,36 @@ PG_FUNCTION_INFO_V1(flyt_instance_history);
 
 static SPIPlanPtr append_plan = NULL;
 static SPIPlanPtr history_plan = NULL;
+
+/* The name of the current user, kept until a role changes. */
+static Oid	cached_user = InvalidOid;
+static char cached_user_name[NAMEDATALEN];
+static bool user_callback_registered = false;
+
+static void
+forget_user_name(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cached_user = InvalidOid;
+}
+
+/* The current user's name, without a catalog lookup on every call. */
+static const char *
+current_user_name(void)
+{
+	Oid			user = GetUserId();
+
+	if (user != cached_user)
+	{
+		if (!user_callback_registered)
+		{
+			CacheRegisterSyscacheCallback(AUTHOID, forget_user_name, (Datum) 0);
+			user_callback_registered = true;
+		}
+		strlcpy(cached_user_name, GetUserNameFromId(user, false), NAMEDATALEN);
+		cached_user = user;
+	}
+	return cached_user_name;
+}
 
 /*
  * Who asked for a change: the JWT subject when the call came through
@@ -58,7 +90,7 @@ flyt_requested_by(void)
 				return result;
 		}
 	}
-	return GetUserNameFromId(GetUserId(), false);
+	return pstrdup(current_user_name());
 }
 
 /*
