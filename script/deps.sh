@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+#
+# script/deps.sh — make sure the Debian packages the build and the tests need
+# are installed (`make deps`, run first by `make test` and `make run`).
+#
+# Silent when everything is there.  Otherwise:
+#   - as root: apt-get update, then apt-get install -y the missing packages;
+#   - as anyone else: print the one `sudo apt-get install -y ...` line to run
+#     and exit 1.
+set -euo pipefail
+
+# The packages of SPEC.md section 1, plus gcc: PGXS compiles with the
+# compiler PostgreSQL was built with, and a fresh Debian 12 has none.
+packages=(
+	postgresql-15
+	postgresql-server-dev-15
+	librdkafka-dev
+	libjansson-dev
+	postgresql-15-pgtap
+	libtap-parser-sourcehandler-pgtap-perl
+	kcat
+	gcc
+)
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+	# Not a Debian system: we cannot check, the build will tell.
+	echo "deps: dpkg-query not found; not checking packages (this project expects Debian 12)" >&2
+	exit 0
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+	# Status is e.g. "install ok installed"; an unknown package is an error.
+	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+	case $status in
+	*" ok installed") ;;
+	*) missing+=("$pkg") ;;
+	esac
+done
+
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "Some packages this project needs are missing. Install them with:" >&2
+	echo >&2
+	echo "    sudo apt-get install -y ${missing[*]}" >&2
+	echo >&2
+	exit 1
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"

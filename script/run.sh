@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+#
+# script/run.sh — what `make run` runs after building and installing: a
+# throw-away cluster on 127.0.0.1 with flyt_instance preloaded and one sample
+# instance registered.  Prints how to use it, then waits until Ctrl-C (or
+# SIGTERM/SIGHUP) and removes everything.  Does not read standard input.
+#
+# Environment:
+#   FLYT_FIXTURES  directory with instance-received.{headers,value}.json
+#                  (default ../shared/fixtures beside the repository, falling
+#                  back to test/fixtures in it)
+#   PG_CONFIG      pg_config of the PostgreSQL to run (default: on PATH)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# shellcheck source=script/cluster.sh
+. "$repo/script/cluster.sh"
+
+# The background `sleep` we wait on; killed on the way out (background jobs
+# of a non-interactive shell ignore Ctrl-C, so it would linger otherwise).
+sleep_pid=
+on_exit() {
+	if [ -n "$sleep_pid" ]; then
+		kill "$sleep_pid" 2>/dev/null || true
+		sleep_pid=
+	fi
+	if [ -n "${CLUSTER_DIR:-}" ]; then
+		echo
+		echo "Stopping the cluster and removing $CLUSTER_DIR"
+	fi
+}
+cluster_trap on_exit
+
+# --- sample messages ---------------------------------------------------------
+fixtures=${FLYT_FIXTURES:-$repo/../shared/fixtures}
+if [ ! -f "$fixtures/instance-received.value.json" ]; then
+	fixtures=$repo/test/fixtures
+fi
+headers_file=$fixtures/instance-received.headers.json
+instance_file=$fixtures/instance-received.value.json
+for f in "$headers_file" "$instance_file"; do
+	if [ ! -f "$f" ]; then
+		echo "run: sample message $f not found" >&2
+		exit 1
+	fi
+done
+
+# --- cluster -----------------------------------------------------------------
+echo "Starting a throw-away PostgreSQL cluster..."
+cluster_create -l 127.0.0.1 \
+	-c "shared_preload_libraries = 'flyt_instance'" \
+	-c "flyt_instance.org_id = 'fintlabs.no'"
+cluster_start
+cluster_env
+
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE EXTENSION IF NOT EXISTS flyt_instance'
+
+# psql interpolates :'var' only in script input, not in -c, hence the
+# here-document.  :'var' quotes the JSON as a literal.
+instance_id=$(
+	psql -X -q -At -v ON_ERROR_STOP=1 -d postgres \
+		-v headers="$(cat "$headers_file")" \
+		-v instance="$(cat "$instance_file")" <<'SQL'
+SELECT flyt_register_instance(:'headers'::jsonb, :'instance'::jsonb);
+SQL
+)
+
+cat <<EOF
+
+flyt_instance is running.
+
+  data directory:  $CLUSTER_DATA
+  server log:      $CLUSTER_LOG
+  sample instance: id $instance_id, from $fixtures
+
+Connect with:
+
+  psql -h 127.0.0.1 -p $CLUSTER_PORT -U postgres postgres
+
+Try:
+
+  SELECT flyt_instance($instance_id);
+  SELECT flyt_retry($instance_id);
+  SELECT * FROM flyt_retry_batch(ARRAY[$instance_id,2]);
+  SELECT * FROM flyt_instance_history($instance_id);
+  SELECT id, topic, key, headers, value FROM flyt.outbox ORDER BY id;
+
+Until the background worker is pointed at a Kafka broker, the events the
+extension produces wait in flyt.outbox.
+
+Press Ctrl-C to stop the cluster and remove it.
+EOF
+
+# Wait for a signal; the trap stops the cluster and exits.  `wait` returns
+# as soon as a trapped signal arrives, unlike a foreground sleep.
+while :; do
+	sleep 3600 &
+	sleep_pid=$!
+	wait "$sleep_pid" || true
+	sleep_pid=
+done
