@@ -133,12 +133,18 @@ COMMENT ON TABLE flyt.cleanup_run IS 'One row per scheduled cleanup run; the las
 
 -------------------------------------------------------------------------------
 -- Functions
+--
+-- SECURITY DEFINER, so that EXECUTE on a function is the only privilege a
+-- caller needs: no role but the owner reads or writes the tables directly.
+-- search_path is pinned (the C code qualifies every name anyway), and the
+-- history records the caller (the outer role), not the owner.
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION flyt_register_instance(headers jsonb, instance jsonb)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'flyt_register_instance'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_register_instance(jsonb, jsonb) IS
 'Register an instance received with its InstanceFlowHeaders; returns the new instance id
 Validates both arguments (SQLSTATE 22023 naming the offending path), stores the
@@ -147,7 +153,8 @@ instance, records REGISTERED and queues instance-registered in flyt.outbox.';
 CREATE FUNCTION flyt_instance(instance_id bigint)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'flyt_instance'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C STABLE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_instance(bigint) IS
 'The stored instance as the wire DTO {id, valuePerKey, objectCollectionPerKey, createdAt}
 Unknown id: SQLSTATE P0002.';
@@ -155,7 +162,8 @@ Unknown id: SQLSTATE P0002.';
 CREATE FUNCTION flyt_retry(instance_id bigint)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'flyt_retry'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_retry(bigint) IS
 'Queue instance-requested-for-retry for one instance; returns the new correlation id
 Unknown id: SQLSTATE P0002. Instance without flow headers: SQLSTATE 55000.';
@@ -164,7 +172,8 @@ CREATE FUNCTION flyt_retry_batch(instance_ids bigint[],
 	OUT instance_id bigint, OUT status text, OUT correlation_id uuid, OUT error text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'flyt_retry_batch'
-LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_retry_batch(bigint[]) IS
 'Retry each instance independently; one row per distinct id
 status is queued, not_found, no_flow_headers or error; one failure never affects the others.';
@@ -172,7 +181,8 @@ status is queued, not_found, no_flow_headers or error; one failure never affects
 CREATE FUNCTION flyt_instance_dispatched(headers jsonb)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'flyt_instance_dispatched'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_instance_dispatched(jsonb) IS
 'Delete the instance named by headers.instanceId after it was dispatched; false when it was already gone
 Records DISPATCHED and DELETED and queues instance-deleted.';
@@ -180,7 +190,8 @@ Records DISPATCHED and DELETED and queues instance-deleted.';
 CREATE FUNCTION flyt_cleanup(older_than interval DEFAULT NULL, max_rows integer DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'flyt_cleanup'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_cleanup(interval, integer) IS
 'Delete instances created before now() - older_than; returns how many were deleted
 older_than defaults to flyt_instance.time_to_keep_instance_in_days; max_rows bounds one call.
@@ -192,7 +203,8 @@ CREATE FUNCTION flyt_instance_history(instance_id bigint,
 	OUT requested_by text, OUT correlation_id uuid, OUT detail jsonb)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'flyt_instance_history'
-LANGUAGE C STABLE PARALLEL SAFE ROWS 5;
+LANGUAGE C STABLE PARALLEL SAFE ROWS 5
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_instance_history(bigint) IS
 'The history of one instance, oldest first
 Unknown id (no history at all): SQLSTATE P0002.';

@@ -34,7 +34,7 @@ PG_FUNCTION_INFO_V1(flyt_instance_history);
 static SPIPlanPtr append_plan = NULL;
 static SPIPlanPtr history_plan = NULL;
 
-/* The name of the current user, kept until a role changes. */
+/* The name of the calling role, kept until a role changes. */
 static Oid	cached_user = InvalidOid;
 static char cached_user_name[NAMEDATALEN];
 static bool user_callback_registered = false;
@@ -45,11 +45,15 @@ forget_user_name(Datum arg, int cacheid, uint32 hashvalue)
 	cached_user = InvalidOid;
 }
 
-/* The current user's name, without a catalog lookup on every call. */
+/*
+ * The name of the role that called: the session's current role outside any
+ * SECURITY DEFINER function (GetUserId would name the functions' owner).
+ * Cached, so that a retry does no catalog lookup.
+ */
 static const char *
-current_user_name(void)
+caller_name(void)
 {
-	Oid			user = GetUserId();
+	Oid			user = GetOuterUserId();
 
 	if (user != cached_user)
 	{
@@ -66,7 +70,7 @@ current_user_name(void)
 
 /*
  * Who asked for a change: the JWT subject when the call came through
- * PostgREST (request.jwt.claims), otherwise the current user.
+ * PostgREST (request.jwt.claims), otherwise the calling role.
  */
 char *
 flyt_requested_by(void)
@@ -90,7 +94,7 @@ flyt_requested_by(void)
 				return result;
 		}
 	}
-	return pstrdup(current_user_name());
+	return pstrdup(caller_name());
 }
 
 /*

@@ -9,7 +9,8 @@
  * validation leaks nothing: the memory context takes it all back.
  *
  * Error messages name paths and types, never values: instances carry
- * personal data.
+ * personal data.  For the same reason they keep the statement, which may
+ * hold the payload as a literal, out of the server log (errhidestmt).
  *
  *-------------------------------------------------------------------------
  */
@@ -68,7 +69,8 @@ report_syntax_error(const char *what, const json_error_t *error)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s is not valid JSON", what),
-			 errdetail("%s at byte %d.", reason, error->position)));
+			 errdetail("%s at byte %d.", reason, error->position),
+			 errhidestmt(true)));
 }
 
 /* Parses JSON text that crossed the Kafka boundary or came from SQL. */
@@ -120,7 +122,8 @@ invalid_header(const char *field, const char *problem)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("headers.%s %s", field, problem),
-			 errdetail("The instance flow headers are invalid.")));
+			 errdetail("The instance flow headers are invalid."),
+			 errhidestmt(true)));
 }
 
 /* Optional string field: absent, null or a string. */
@@ -167,7 +170,8 @@ flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("headers must be a JSON object"),
-				 errdetail("The instance flow headers are invalid.")));
+				 errdetail("The instance flow headers are invalid."),
+			 errhidestmt(true)));
 	headers->json = json;
 
 	v = json_object_get(json, "sourceApplicationId");
@@ -226,7 +230,8 @@ invalid_instance(StringInfo path, const char *problem)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s %s", path->len > 0 ? path->data : "instance", problem),
-			 errdetail("The instance is invalid.")));
+			 errdetail("The instance is invalid."),
+			 errhidestmt(true)));
 }
 
 /*
@@ -252,7 +257,8 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is nested deeper than %d levels", path->data, FLYT_MAX_INSTANCE_DEPTH),
-				 errdetail("The instance is invalid.")));
+				 errdetail("The instance is invalid."),
+			 errhidestmt(true)));
 
 	values = json_object_get(object, "valuePerKey");
 	if (values == NULL || json_is_null(values))
@@ -348,7 +354,8 @@ flyt_parse_instance(const char *text, size_t len)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("instance is too large"),
 				 errdetail("The instance is %zu bytes; flyt_instance.max_instance_bytes allows %d.",
-						   len, flyt_max_instance_bytes)));
+						   len, flyt_max_instance_bytes),
+				 errhidestmt(true)));
 	json = load_json(text, len, "instance");
 	initStringInfo(&path);
 	return canonical_instance(json, &path, 1);
