@@ -34,6 +34,7 @@ ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+include broker/Makefile.inc
 
 .PHONY: test run deps
 
@@ -41,12 +42,12 @@ deps:
 	@script/deps.sh
 
 # Builds, installs, then runs every suite against throw-away clusters.
-test: deps all
+test: deps all broker
 	@script/install.sh
 	@test/run.sh
 
 # A throw-away cluster with the extension and a sample instance.
-run: deps all
+run: deps all broker
 	@script/install.sh
 	@script/run.sh
 
