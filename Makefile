@@ -15,7 +15,15 @@ OBJS = \
 	src/store.o \
 	src/outbox.o \
 	src/history.o \
-	src/cleanup.o
+	src/cleanup.o \
+	src/shared.o \
+	src/status.o \
+	src/kafka.o \
+	src/admin.o \
+	src/breaker.o \
+	src/pump.o \
+	src/consumer.o \
+	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 

@@ -209,6 +209,23 @@ COMMENT ON FUNCTION flyt_instance_history(bigint) IS
 'The history of one instance, oldest first
 Unknown id (no history at all): SQLSTATE P0002.';
 
+CREATE FUNCTION flyt_status()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'flyt_status'
+LANGUAGE C VOLATILE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_status() IS
+'Health of flyt_instance: status UP or DOWN with the reason, worker, Kafka and circuit, outbox, consumer, dead letters, cleanup
+See docs/worker.md for every field.';
+
+CREATE FUNCTION flyt_metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_metrics'
+LANGUAGE C VOLATILE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_metrics() IS
+'The figures of flyt_status() and counters in Prometheus text exposition format';
+
 -------------------------------------------------------------------------------
 -- Privileges: nothing is callable or readable by PUBLIC.
 -------------------------------------------------------------------------------
@@ -221,7 +238,9 @@ REVOKE EXECUTE ON FUNCTION
 	flyt_retry_batch(bigint[]),
 	flyt_instance_dispatched(jsonb),
 	flyt_cleanup(interval, integer),
-	flyt_instance_history(bigint)
+	flyt_instance_history(bigint),
+	flyt_status(),
+	flyt_metrics()
 FROM PUBLIC;
 
 -------------------------------------------------------------------------------

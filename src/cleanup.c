@@ -19,6 +19,8 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "pgstat.h"
+#include "utils/backend_status.h"
 #include "utils/timestamp.h"
 
 #include "cleanup.h"
@@ -26,6 +28,7 @@
 #include "history.h"
 #include "outbox.h"
 #include "plans.h"
+#include "shared.h"
 #include "store.h"
 #include "wire.h"
 
@@ -33,6 +36,10 @@ PG_FUNCTION_INFO_V1(flyt_cleanup);
 
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
+static SPIPlanPtr recover_plan = NULL;
+static SPIPlanPtr start_plan = NULL;
+static SPIPlanPtr progress_plan = NULL;
+static SPIPlanPtr trim_plan = NULL;
 
 /* now() minus flyt_instance.time_to_keep_instance_in_days. */
 TimestampTz
@@ -118,6 +125,10 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "                  WHERE i.id OPERATOR(pg_catalog.=) e.instance_id)",
 					 2, purge_types);
 	result->history_purged = flyt_execute(plan, values, nulls, false, 0, SPI_OK_DELETE);
+
+	flyt_count(FLYT_COUNT_DELETED, result->deleted);
+	if (result->deleted > result->deleted_without_event)
+		flyt_wake_worker_at_commit();
 }
 
 /*
@@ -162,4 +173,134 @@ flyt_cleanup(PG_FUNCTION_ARGS)
 	flyt_spi_finish();
 
 	PG_RETURN_INT64(result.deleted);
+}
+
+/*
+ * Marks runs that a crash left "running" as failed.  The worker calls it
+ * once at start, in a transaction, connected to SPI.
+ */
+void
+flyt_cleanup_recover(void)
+{
+	int			n;
+
+	flyt_plan(&recover_plan,
+			  "UPDATE flyt.cleanup_run SET status = 'failed', finished_at = pg_catalog.now(), "
+			  "  error = 'the worker stopped during the run' "
+			  "WHERE status OPERATOR(pg_catalog.=) 'running'",
+			  0, NULL);
+	n = flyt_execute(recover_plan, NULL, NULL, false, 0, SPI_OK_UPDATE);
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("flyt_instance: marked %d interrupted cleanup run(s) as failed", n)));
+}
+
+/*
+ * When the next run is due: cleanup_initial_delay after the worker started,
+ * then cleanup_interval after the previous run started (settings as they
+ * are now, so a reload reschedules).
+ */
+TimestampTz
+flyt_cleanup_next_at(FlytCleanupRun *run)
+{
+	if (run->run_id != 0)
+		return GetCurrentTimestamp();	/* a run is under way: continue it */
+	if (run->last_started_at == 0)
+		return run->worker_started_at + flyt_cleanup_initial_delay_ms * 1000;
+	return run->last_started_at + flyt_cleanup_interval_ms * 1000;
+}
+
+/* Writes the run's figures (and, when finished, its end) to its row. */
+static void
+record_progress(FlytCleanupRun *run, const char *status, const char *error)
+{
+	static const Oid argtypes[] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	flyt_plan(&progress_plan,
+			  "UPDATE flyt.cleanup_run SET deleted = $2, deleted_without_event = $3, status = $4, error = $5, "
+			  "  finished_at = CASE WHEN $4 OPERATOR(pg_catalog.<>) 'running' THEN pg_catalog.now() END "
+			  "WHERE id OPERATOR(pg_catalog.=) $1",
+			  5, argtypes);
+	values[0] = Int64GetDatum(run->run_id);
+	values[1] = Int64GetDatum(run->deleted);
+	values[2] = Int64GetDatum(run->deleted_without_event);
+	values[3] = CStringGetTextDatum(status);
+	if (error != NULL)
+		values[4] = CStringGetTextDatum(error);
+	else
+		nulls[4] = 'n';
+	flyt_execute(progress_plan, values, nulls, false, 0, SPI_OK_UPDATE);
+}
+
+/*
+ * One step of the scheduled cleanup, in the caller's transaction (connected
+ * to SPI): starts a run when none is under way, or else deletes one batch
+ * of flyt_instance.cleanup_batch_size instances.  A batch smaller than that
+ * ends the run.
+ */
+void
+flyt_cleanup_step(FlytCleanupRun *run)
+{
+	FlytCleanupResult result;
+
+	if (run->run_id == 0)
+	{
+		static const Oid argtypes[] = {TIMESTAMPTZOID};
+		Datum		values[1];
+		bool		isnull;
+
+		run->cutoff = flyt_cleanup_cutoff();
+		run->deleted = run->deleted_without_event = 0;
+		run->last_started_at = GetCurrentTimestamp();
+		flyt_plan(&start_plan,
+				  "INSERT INTO flyt.cleanup_run (cutoff) VALUES ($1) RETURNING id",
+				  1, argtypes);
+		values[0] = TimestampTzGetDatum(run->cutoff);
+		flyt_execute(start_plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+		run->run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		/* keep the history of runs bounded */
+		flyt_plan(&trim_plan,
+				  "DELETE FROM flyt.cleanup_run WHERE id OPERATOR(pg_catalog.<=) "
+				  "  (SELECT id FROM flyt.cleanup_run ORDER BY id DESC OFFSET " CppAsString2(FLYT_CLEANUP_RUNS_KEPT) " LIMIT 1)",
+				  0, NULL);
+		flyt_execute(trim_plan, NULL, NULL, false, 0, SPI_OK_DELETE);
+
+		/* the row commits on its own, so a failing batch can still be recorded */
+		return;
+	}
+
+	flyt_cleanup_batch(run->cutoff, flyt_cleanup_batch_size, &result);
+	run->deleted += result.deleted;
+	run->deleted_without_event += result.deleted_without_event;
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("flyt_instance cleanup run " INT64_FORMAT ": " INT64_FORMAT " instances deleted",
+									run->run_id, run->deleted));
+
+	if (result.deleted < flyt_cleanup_batch_size)
+	{
+		record_progress(run, "succeeded", NULL);
+		ereport(LOG,
+				(errmsg("flyt_instance: cleanup run " INT64_FORMAT " deleted " INT64_FORMAT " instances (" INT64_FORMAT " without flow headers)",
+						run->run_id, run->deleted, run->deleted_without_event)));
+		run->run_id = 0;
+	}
+	else
+		record_progress(run, "running", NULL);
+}
+
+/*
+ * Records that the run under way failed (in a new transaction, connected to
+ * SPI, after the failed one was rolled back); the next run is scheduled as
+ * usual.
+ */
+void
+flyt_cleanup_failed(FlytCleanupRun *run, const char *error)
+{
+	if (run->run_id == 0)
+		return;
+	record_progress(run, "failed", error);
+	run->run_id = 0;
 }

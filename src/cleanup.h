@@ -19,7 +19,24 @@ typedef struct FlytCleanupResult
 	int64		history_purged; /* history rows whose window had passed */
 } FlytCleanupResult;
 
+/* The worker's scheduled cleanup: one run, many batches. */
+typedef struct FlytCleanupRun
+{
+	TimestampTz worker_started_at;
+	TimestampTz last_started_at;	/* 0 before the first run */
+	int64		run_id;			/* the flyt.cleanup_run row; 0 between runs */
+	TimestampTz cutoff;
+	int64		deleted;
+	int64		deleted_without_event;
+} FlytCleanupRun;
+
+#define FLYT_CLEANUP_RUNS_KEPT 1000
+
 extern TimestampTz flyt_cleanup_cutoff(void);
+extern void flyt_cleanup_recover(void);
+extern TimestampTz flyt_cleanup_next_at(FlytCleanupRun *run);
+extern void flyt_cleanup_step(FlytCleanupRun *run);
+extern void flyt_cleanup_failed(FlytCleanupRun *run, const char *error);
 extern void flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows,
 							   FlytCleanupResult *result);
 

@@ -14,7 +14,15 @@
  *	retry.c		flyt_retry and flyt_retry_batch
  *	history.c	the per-instance event history
  *	outbox.c	topic names and the transactional outbox
- *	cleanup.c	retention cleanup
+ *	cleanup.c	retention cleanup, on demand and scheduled
+ *	shared.c	state shared with the worker; waking it at commit
+ *	status.c	flyt_status() and flyt_metrics()
+ *	worker.c	the background worker's life and loop
+ *	kafka.c		its librdkafka handles, served on its own thread
+ *	pump.c		outbox to Kafka
+ *	consumer.c	Kafka to the store, exactly once
+ *	breaker.c	the circuit breaker in front of the producer
+ *	admin.c		provisioning of the produced topics
  *
  *-------------------------------------------------------------------------
  */
@@ -22,8 +30,12 @@
 
 #include "fmgr.h"
 
+#include "miscadmin.h"
+
 #include "guc.h"
+#include "shared.h"
 #include "wire.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -34,4 +46,7 @@ _PG_init(void)
 {
 	flyt_wire_init();
 	flyt_define_settings();
+	flyt_shared_init();
+	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+		flyt_worker_register();
 }

@@ -22,6 +22,7 @@
 #include "guc.h"
 #include "outbox.h"
 #include "plans.h"
+#include "shared.h"
 #include "wire.h"
 
 static SPIPlanPtr enqueue_plan = NULL;
@@ -58,21 +59,27 @@ flyt_topic_name(const char *event_name)
 					flyt_is_error_event(event_name) ? "error." : "", event_name);
 }
 
+/* The Kafka key of an instance's events: its id as text. */
+char *
+flyt_instance_key(int64 instance_id)
+{
+	return psprintf(INT64_FORMAT, instance_id);
+}
+
 /*
  * Queues one message in flyt.outbox and returns its id, which is also the
- * value of its flyt.event-id header.  flow_headers (the
- * flyt.instance-flow-headers header) and value may be NULL.  The caller is
- * connected to SPI.
+ * value of its flyt.event-id header.  key (the instance id, see
+ * flyt_instance_key), flow_headers (the flyt.instance-flow-headers header)
+ * and value may be NULL.  The caller is connected to SPI.
  */
 int64
-flyt_outbox_enqueue(const char *event_name, int64 instance_id,
+flyt_outbox_enqueue(const char *event_name, const char *key,
 					const char *flow_headers, const char *value)
 {
 	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	SPIPlanPtr	plan;
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	char		key[32];
 	bool		isnull;
 	Datum		id;
 
@@ -88,10 +95,12 @@ flyt_outbox_enqueue(const char *event_name, int64 instance_id,
 					 "RETURNING id",
 					 5, argtypes);
 
-	snprintf(key, sizeof(key), INT64_FORMAT, instance_id);
 	values[0] = CStringGetTextDatum(event_name);
 	values[1] = CStringGetTextDatum(flyt_topic_name(event_name));
-	values[2] = CStringGetTextDatum(key);
+	if (key != NULL)
+		values[2] = CStringGetTextDatum(key);
+	else
+		nulls[2] = 'n';
 	if (flow_headers != NULL)
 		values[3] = CStringGetTextDatum(flow_headers);
 	else
@@ -102,6 +111,7 @@ flyt_outbox_enqueue(const char *event_name, int64 instance_id,
 		nulls[4] = 'n';
 
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
+	flyt_wake_worker_at_commit();
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return DatumGetInt64(id);
 }

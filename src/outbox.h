@@ -27,7 +27,8 @@
 
 extern bool flyt_is_error_event(const char *event_name);
 extern char *flyt_topic_name(const char *event_name);
-extern int64 flyt_outbox_enqueue(const char *event_name, int64 instance_id,
+extern char *flyt_instance_key(int64 instance_id);
+extern int64 flyt_outbox_enqueue(const char *event_name, const char *key,
 								 const char *flow_headers, const char *value);
 
 #endif							/* FLYT_OUTBOX_H */

@@ -29,6 +29,7 @@
 #include "outbox.h"
 #include "plans.h"
 #include "retry.h"
+#include "shared.h"
 #include "store.h"
 #include "wire.h"
 
@@ -58,11 +59,12 @@ flyt_retry_instance(int64 instance_id, const char *requested_by,
 	{
 		flyt_new_correlation_id(correlation_id);
 		flyt_set_correlation_id(headers, correlation_id);
-		flyt_outbox_enqueue(FLYT_EVENT_RETRY, instance_id,
+		flyt_outbox_enqueue(FLYT_EVENT_RETRY, flyt_instance_key(instance_id),
 							flyt_json_dump(headers),
 							flyt_instance_dto(instance_id, payload, created_at));
 		flyt_append_event(instance_id, "RETRY_REQUESTED", requested_by,
 						  correlation_id, NULL);
+		flyt_count(FLYT_COUNT_RETRIED, 1);
 	}
 	flyt_spi_finish();
 	return outcome;
@@ -106,26 +108,6 @@ flyt_retry(PG_FUNCTION_ARGS)
 }
 
 /*
- * Errors a batch never turns into an "error" row: cancellation, shutdown,
- * lack of resources and internal failures stop the whole statement.
- */
-static bool
-must_propagate(int sqlerrcode)
-{
-	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
-	{
-		case ERRCODE_OPERATOR_INTERVENTION:
-		case ERRCODE_INSUFFICIENT_RESOURCES:
-		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
-		case ERRCODE_SYSTEM_ERROR:
-		case ERRCODE_INTERNAL_ERROR:
-			return true;
-		default:
-			return false;
-	}
-}
-
-/*
  * Retries one instance in a subtransaction, so that an unexpected failure
  * is reported as an "error" row and undoes nothing but this instance.
  * Returns the status text; sets *correlation_id or *error.
@@ -158,7 +140,7 @@ retry_isolated(int64 instance_id, const char *requested_by,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(caller_context);
 		CurrentResourceOwner = caller_owner;
-		if (must_propagate(edata->sqlerrcode))
+		if (flyt_error_is_systemic(edata->sqlerrcode))
 			ReThrowError(edata);
 		*error = pstrdup(edata->message);
 		FreeErrorData(edata);

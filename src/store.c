@@ -24,6 +24,7 @@
 #include "history.h"
 #include "outbox.h"
 #include "plans.h"
+#include "shared.h"
 #include "store.h"
 #include "wire.h"
 
@@ -35,6 +36,26 @@ static SPIPlanPtr next_id_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr select_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
+
+/*
+ * Errors that say nothing about the input (cancellation, shutdown, lack of
+ * resources, internal failures): they must stop the whole operation
+ * instead of being recorded against one item of a batch.
+ */
+bool
+flyt_error_is_systemic(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_OPERATOR_INTERVENTION:
+		case ERRCODE_SYSTEM_ERROR:
+		case ERRCODE_INTERNAL_ERROR:
+			return true;
+		default:
+			return false;
+	}
+}
 
 /* Raises the error for a NULL argument that must not be NULL. */
 void
@@ -99,8 +120,9 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
 
 	flyt_append_event(id, "REGISTERED", flyt_requested_by(), &headers->correlation_id, NULL);
-	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, id, headers_text,
+	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, flyt_instance_key(id), headers_text,
 						flyt_instance_dto(id, payload, created_at));
+	flyt_count(FLYT_COUNT_REGISTERED, 1);
 	return id;
 }
 
@@ -253,7 +275,8 @@ flyt_dispatch_instance(FlytFlowHeaders *headers)
 	requested_by = flyt_requested_by();
 	flyt_append_event(id, "DISPATCHED", requested_by, &headers->correlation_id, NULL);
 	flyt_append_event(id, "DELETED", requested_by, &headers->correlation_id, NULL);
-	flyt_outbox_enqueue(FLYT_EVENT_DELETED, id, flyt_json_dump(deleted_headers), NULL);
+	flyt_outbox_enqueue(FLYT_EVENT_DELETED, flyt_instance_key(id), flyt_json_dump(deleted_headers), NULL);
+	flyt_count(FLYT_COUNT_DELETED, 1);
 	return true;
 }
 

@@ -1,0 +1,547 @@
+/*-------------------------------------------------------------------------
+ *
+ * consumer.c
+ *	  Exactly-once consumption of instance-received and instance-dispatched.
+ *
+ * The database, not Kafka, knows how far the consumer got: a batch of
+ * messages is applied in one transaction, each message in a subtransaction,
+ * and flyt.consumer_offset is written in that same transaction.  On
+ * partition assignment the consumer seeks to the stored offsets (the
+ * group's committed offset only where the database has none, so the
+ * extension takes over where the Java service stopped), and a message below
+ * the stored offset is never applied again.  After each batch the offsets
+ * are also committed to Kafka, asynchronously, for lag monitoring.
+ *
+ * A message that cannot be applied becomes a flyt.dead_letter row (and an
+ * instance-registration-error event when its headers could be read) in the
+ * same transaction, and the next message is processed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "consumer.h"
+#include "guc.h"
+#include "outbox.h"
+#include "plans.h"
+#include "shared.h"
+#include "store.h"
+#include "wire.h"
+
+static SPIPlanPtr load_plan = NULL;
+static SPIPlanPtr offset_plan = NULL;
+static SPIPlanPtr dead_letter_plan = NULL;
+
+void
+flyt_consumer_init(FlytConsumer *consumer)
+{
+	memset(consumer, 0, sizeof(*consumer));
+	consumer->context = AllocSetContextCreate(TopMemoryContext, "flyt_instance consumer",
+											  ALLOCSET_SMALL_SIZES);
+}
+
+/* Forgets everything tied to the Kafka handle (it was closed). */
+void
+flyt_consumer_reset(FlytConsumer *consumer)
+{
+	MemoryContextReset(consumer->context);
+	consumer->offsets = NIL;
+	consumer->loaded = false;
+	consumer->subscribed = false;
+	consumer->more = false;
+	consumer->failed = false;
+}
+
+static FlytOffset *
+find_offset(FlytConsumer *consumer, const char *topic, int32 partition)
+{
+	ListCell   *lc;
+
+	foreach(lc, consumer->offsets)
+	{
+		FlytOffset *o = lfirst(lc);
+
+		if (o->partition == partition && strcmp(o->topic, topic) == 0)
+			return o;
+	}
+	return NULL;
+}
+
+static void
+remember_offset(FlytConsumer *consumer, const char *topic, int32 partition, int64 next_offset)
+{
+	FlytOffset *o = find_offset(consumer, topic, partition);
+
+	if (o == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(consumer->context);
+
+		o = palloc(sizeof(FlytOffset));
+		o->topic = pstrdup(topic);
+		o->partition = partition;
+		consumer->offsets = lappend(consumer->offsets, o);
+		MemoryContextSwitchTo(old);
+	}
+	o->next_offset = next_offset;
+}
+
+/*
+ * Reads flyt.consumer_offset into memory, so that a rebalance (served
+ * inside librdkafka's poll) needs no database access.  The worker is the
+ * only writer of the table, so the copy stays exact.  Caller: in a
+ * transaction, connected to SPI.
+ */
+void
+flyt_consumer_load_offsets(FlytConsumer *consumer)
+{
+	uint64		n;
+
+	flyt_plan(&load_plan, "SELECT topic, kafka_partition, next_offset FROM flyt.consumer_offset",
+			  0, NULL);
+	n = flyt_execute(load_plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	consumer->offsets = NIL;
+	MemoryContextReset(consumer->context);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		remember_offset(consumer, SPI_getvalue(tuple, desc, 1),
+						DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull)),
+						DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull)));
+	}
+	consumer->loaded = true;
+}
+
+/* Subscribes to the two consumed topics. */
+bool
+flyt_consumer_subscribe(FlytConsumer *consumer, rd_kafka_t *rk)
+{
+	rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+	rd_kafka_resp_err_t err;
+
+	rd_kafka_topic_partition_list_add(topics, flyt_topic_name(FLYT_EVENT_RECEIVED), RD_KAFKA_PARTITION_UA);
+	rd_kafka_topic_partition_list_add(topics, flyt_topic_name(FLYT_EVENT_DISPATCHED), RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		ereport(LOG,
+				(errmsg("flyt_instance: could not subscribe to the consumed topics: %s",
+						rd_kafka_err2str(err))));
+		return false;
+	}
+	consumer->subscribed = true;
+	return true;
+}
+
+/* Publishes the assignment for flyt_status(). */
+static void
+publish_assignment(FlytConsumer *consumer, rd_kafka_topic_partition_list_t *partitions)
+{
+	if (flyt_shared == NULL)
+		return;
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	flyt_shared->npartitions = 0;
+	for (int i = 0; partitions != NULL && i < partitions->cnt &&
+		 flyt_shared->npartitions < FLYT_MAX_PARTITIONS; i++)
+	{
+		rd_kafka_topic_partition_t *p = &partitions->elems[i];
+		FlytPartitionState *s = &flyt_shared->partitions[flyt_shared->npartitions++];
+		FlytOffset *o = find_offset(consumer, p->topic, p->partition);
+
+		strlcpy(s->topic, p->topic, FLYT_TOPIC_LEN);
+		s->partition = p->partition;
+		s->next_offset = o ? o->next_offset : -1;
+		s->high_watermark = -1;
+	}
+	LWLockRelease(flyt_shared->lock);
+}
+
+/*
+ * The rebalance callback, on the worker's thread inside a consumer poll.
+ * Assigned partitions start at the offset the database holds; where it
+ * holds none, at the group's committed offset (and the earliest without
+ * one).  Nothing here touches the database or can raise an error.
+ */
+void
+flyt_consumer_rebalance(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+						rd_kafka_topic_partition_list_t *partitions)
+{
+	bool		cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	rd_kafka_error_t *error = NULL;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+	{
+		for (int i = 0; i < partitions->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *p = &partitions->elems[i];
+			FlytOffset *o = find_offset(consumer, p->topic, p->partition);
+
+			p->offset = o ? o->next_offset : RD_KAFKA_OFFSET_STORED;
+		}
+		if (cooperative)
+			error = rd_kafka_incremental_assign(rk, partitions);
+		else if (rd_kafka_assign(rk, partitions) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			consumer->failed = true;
+		publish_assignment(consumer, partitions);
+	}
+	else
+	{
+		if (cooperative)
+			error = rd_kafka_incremental_unassign(rk, partitions);
+		else
+			(void) rd_kafka_assign(rk, NULL);
+		publish_assignment(consumer, NULL);
+		if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+			consumer->failed = true;
+	}
+	if (error != NULL)
+	{
+		consumer->failed = true;
+		rd_kafka_error_destroy(error);
+	}
+}
+
+/*
+ * Takes up to max messages from the consumer without waiting.  Errors the
+ * consumer reports instead of messages are logged and skipped.
+ */
+int
+flyt_consumer_poll(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message_t **messages, int max)
+{
+	int			n = 0;
+
+	consumer->more = false;
+	while (n < max)
+	{
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 0);
+
+		if (msg == NULL)
+			return n;
+		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				ereport(LOG,
+						(errmsg("flyt_instance: consumer: %s", rd_kafka_message_errstr(msg))));
+			rd_kafka_message_destroy(msg);
+			continue;
+		}
+		messages[n++] = msg;
+	}
+	consumer->more = true;
+	return n;
+}
+
+/* bytea Datum of raw bytes. */
+static Datum
+bytes_datum(const void *data, size_t len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	if (len > 0)
+		memcpy(VARDATA(b), data, len);
+	return PointerGetDatum(b);
+}
+
+/* The Kafka headers of a message as a JSON object (hex for non-UTF-8 values). */
+static char *
+headers_json(const rd_kafka_message_t *msg)
+{
+	rd_kafka_headers_t *headers;
+	json_t	   *object = json_object();
+	const char *name;
+	const void *value;
+	size_t		size;
+	char	   *text;
+
+	if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; i++)
+		{
+			json_t	   *v = value ? json_stringn((const char *) value, size) : json_null();
+
+			if (v == NULL)
+			{
+				StringInfoData hex;
+
+				initStringInfo(&hex);
+				appendStringInfoString(&hex, "\\x");
+				for (size_t k = 0; k < size; k++)
+					appendStringInfo(&hex, "%02x", ((const unsigned char *) value)[k]);
+				v = json_string(hex.data);
+			}
+			json_object_set_new(object, name, v);
+		}
+	}
+	text = flyt_json_dump(object);
+	json_decref(object);
+	return text;
+}
+
+/* Records a message that could not be applied. */
+static void
+dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata)
+{
+	static const Oid argtypes[] = {TEXTOID, INT4OID, INT8OID, TEXTOID, BYTEAOID, JSONBOID,
+	BYTEAOID, JSONBOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char		sqlstate[6];
+	json_t	   *details;
+
+	flyt_plan(&dead_letter_plan,
+			  "INSERT INTO flyt.dead_letter (topic, kafka_partition, kafka_offset, original_message_id, "
+			  "  message_key, headers, original_message_payload, failure_transience, "
+			  "  message_delivery_attempts, failure_details) "
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7, 'PERMANENT', 1, $8)",
+			  8, argtypes);
+
+	strlcpy(sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(sqlstate));
+	details = json_pack("{s:s, s:s}", "errorMessage", edata->message ? edata->message : "",
+						"sqlstate", sqlstate);
+	if (edata->detail)
+		json_object_set_new(details, "detail", json_string(edata->detail));
+	if (edata->context)
+		json_object_set_new(details, "context", json_string(edata->context));
+
+	values[0] = CStringGetTextDatum(topic);
+	values[1] = Int32GetDatum(msg->partition);
+	values[2] = Int64GetDatum(msg->offset);
+	values[3] = CStringGetTextDatum(psprintf("%s/%d/%lld", topic, (int) msg->partition,
+											 (long long) msg->offset));
+	if (msg->key != NULL)
+		values[4] = bytes_datum(msg->key, msg->key_len);
+	else
+		nulls[4] = 'n';
+	values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_json(msg)));
+	if (msg->payload != NULL)
+		values[6] = bytes_datum(msg->payload, msg->len);
+	else
+		nulls[6] = 'n';
+	values[7] = DirectFunctionCall1(jsonb_in, CStringGetDatum(flyt_json_dump(details)));
+	json_decref(details);
+
+	flyt_execute(dead_letter_plan, values, nulls, false, 0, SPI_OK_INSERT);
+	if (flyt_shared != NULL)
+		pg_atomic_add_fetch_u64(&flyt_shared->dead_lettered, 1);
+	/* never the payload: it may hold personal data */
+	ereport(LOG,
+			(errmsg("flyt_instance: message %s/%d/%lld moved to flyt.dead_letter: %s",
+					topic, (int) msg->partition, (long long) msg->offset, edata->message)));
+}
+
+/* Reads the flow headers of a consumed message, or raises an error. */
+static void
+message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
+{
+	rd_kafka_headers_t *kheaders;
+	const void *value = NULL;
+	size_t		size = 0;
+
+	if (rd_kafka_message_headers(msg, &kheaders) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		rd_kafka_header_get_last(kheaders, FLYT_HEADER_FLOW_HEADERS, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		value == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message has no %s header", FLYT_HEADER_FLOW_HEADERS)));
+	flyt_parse_flow_headers((const char *) value, size, headers);
+}
+
+/*
+ * The flow headers of the message being applied, once they could be read:
+ * what an instance-registration-error carries.  Static, not a local of the
+ * PG_TRY block, so that the error path sees what was set before the error.
+ */
+static char *known_headers = NULL;
+
+/* Applies one message; raises an error when it cannot be applied. */
+static void
+apply_message(const rd_kafka_message_t *msg, bool received)
+{
+	FlytFlowHeaders headers;
+
+	message_flow_headers(msg, &headers);
+	known_headers = flyt_json_dump(headers.json);
+	if (received)
+	{
+		json_t	   *payload;
+
+		if (msg->payload == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("instance-received message has no value")));
+		payload = flyt_parse_instance((const char *) msg->payload, msg->len);
+		(void) flyt_store_instance(&headers, payload);
+	}
+	else
+	{
+		if (!headers.has_instance_id)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("headers.instanceId is required"),
+					 errdetail("instance-dispatched names the instance to delete in headers.instanceId.")));
+		(void) flyt_dispatch_instance(&headers);
+	}
+}
+
+/* Sets the next offset of a partition in a list of positions. */
+static List *
+advance(List *positions, const char *topic, int32 partition, int64 next_offset)
+{
+	ListCell   *lc;
+	FlytOffset *o;
+
+	foreach(lc, positions)
+	{
+		o = lfirst(lc);
+		if (o->partition == partition && strcmp(o->topic, topic) == 0)
+		{
+			o->next_offset = next_offset;
+			return positions;
+		}
+	}
+	o = palloc(sizeof(FlytOffset));
+	o->topic = pstrdup(topic);
+	o->partition = partition;
+	o->next_offset = next_offset;
+	return lappend(positions, o);
+}
+
+/*
+ * Applies a batch: each message in a subtransaction (a failure becomes a
+ * dead letter and undoes only that message), then the offsets.  Caller: in
+ * a transaction, connected to SPI.
+ */
+void
+flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n)
+{
+	static const Oid offset_types[] = {TEXTOID, INT4OID, INT8OID};
+	char	   *received_topic = flyt_topic_name(FLYT_EVENT_RECEIVED);
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	List	   *positions = NIL;	/* FlytOffset of this batch */
+	ListCell   *lc;
+
+	for (int i = 0; i < n; i++)
+	{
+		rd_kafka_message_t *msg = messages[i];
+		const char *topic = rd_kafka_topic_name(msg->rkt);
+		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
+		bool		received = strcmp(topic, received_topic) == 0;
+
+		/* applied before: Kafka delivered it again */
+		if (stored != NULL && msg->offset < stored->next_offset)
+			continue;
+
+		known_headers = NULL;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(caller_context);
+		PG_TRY();
+		{
+			apply_message(msg, received);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller_context);
+			CurrentResourceOwner = caller_owner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(caller_context);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller_context);
+			CurrentResourceOwner = caller_owner;
+			if (flyt_error_is_systemic(edata->sqlerrcode))
+				ReThrowError(edata);
+			dead_letter(msg, topic, edata);
+			if (received && known_headers != NULL)
+				flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, known_headers,
+									FLYT_ERROR_EVENT_VALUE);
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+
+		positions = advance(positions, topic, msg->partition, msg->offset + 1);
+	}
+
+	flyt_plan(&offset_plan,
+			  "INSERT INTO flyt.consumer_offset (topic, kafka_partition, next_offset, updated_at) "
+			  "VALUES ($1, $2, $3, pg_catalog.now()) "
+			  "ON CONFLICT (topic, kafka_partition) DO UPDATE "
+			  "SET next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at",
+			  3, offset_types);
+	foreach(lc, positions)
+	{
+		FlytOffset *o = lfirst(lc);
+		Datum		values[3];
+
+		values[0] = CStringGetTextDatum(o->topic);
+		values[1] = Int32GetDatum(o->partition);
+		values[2] = Int64GetDatum(o->next_offset);
+		flyt_execute(offset_plan, values, NULL, false, 0, SPI_OK_INSERT);
+	}
+}
+
+/*
+ * After the batch's transaction committed: remember the new offsets, commit
+ * them to Kafka asynchronously (for lag monitoring and a rollback to the
+ * Java service), publish them, and free the messages.
+ */
+void
+flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message_t **messages, int n)
+{
+	rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(4);
+	int			applied = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		rd_kafka_message_t *msg = messages[i];
+		const char *topic = rd_kafka_topic_name(msg->rkt);
+		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
+
+		if (stored == NULL || msg->offset >= stored->next_offset)
+		{
+			rd_kafka_topic_partition_t *p;
+
+			remember_offset(consumer, topic, msg->partition, msg->offset + 1);
+			p = rd_kafka_topic_partition_list_find(offsets, topic, msg->partition);
+			if (p == NULL)
+				p = rd_kafka_topic_partition_list_add(offsets, topic, msg->partition);
+			p->offset = msg->offset + 1;
+			applied++;
+		}
+		rd_kafka_message_destroy(msg);
+	}
+	if (offsets->cnt > 0)
+		(void) rd_kafka_commit(rk, offsets, 1);
+	rd_kafka_topic_partition_list_destroy(offsets);
+
+	if (flyt_shared != NULL)
+	{
+		pg_atomic_add_fetch_u64(&flyt_shared->consumed, applied);
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < flyt_shared->npartitions; i++)
+		{
+			FlytPartitionState *s = &flyt_shared->partitions[i];
+			FlytOffset *o = find_offset(consumer, s->topic, s->partition);
+
+			if (o != NULL)
+				s->next_offset = o->next_offset;
+		}
+		LWLockRelease(flyt_shared->lock);
+	}
+}

@@ -1,0 +1,359 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka.c
+ *	  librdkafka handles of the background worker.
+ *
+ * librdkafka runs threads of its own; none of them may call into
+ * PostgreSQL.  Everything they report (delivery reports, rebalances, errors,
+ * statistics and logs) goes to queues that the worker serves on its own
+ * thread, and each queue writes a byte to a pipe when it becomes non-empty,
+ * so the worker can sleep in its WaitEventSet instead of polling.
+ *
+ * Logs are even further removed from librdkafka: the log callback only
+ * copies the line into a small ring, and flyt_kafka_serve_logs() reports
+ * the ring after librdkafka has returned, so an ereport can never unwind
+ * through librdkafka's frames.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "kafka.h"
+
+/* Lines the log callback keeps until the worker reports them. */
+#define LOG_RING 64
+#define LOG_LINE 512
+
+typedef struct LogLine
+{
+	int			level;
+	char		text[LOG_LINE];
+} LogLine;
+
+static LogLine log_ring[LOG_RING];
+static int	log_count = 0;
+static int	log_dropped = 0;
+
+/* The last line reported, to keep a broker outage from flooding the log. */
+static char last_line[LOG_LINE];
+static TimestampTz last_line_at = 0;
+static int	last_line_repeats = 0;
+
+#define REPEAT_QUIET_SECS 60
+
+/* Called on the worker's thread, while a queue is served: copy only. */
+static void
+log_callback(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	if (log_count >= LOG_RING)
+	{
+		log_dropped++;
+		return;
+	}
+	log_ring[log_count].level = level;
+	snprintf(log_ring[log_count].text, LOG_LINE, "%s: %s", fac, buf);
+	log_count++;
+}
+
+/*
+ * Reports the lines librdkafka logged since the last call.  syslog levels
+ * 0-4 (emergency to warning) become LOG, the rest DEBUG1; a line repeated
+ * within a minute is counted, not repeated.
+ */
+void
+flyt_kafka_serve_logs(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < log_count; i++)
+	{
+		LogLine    *line = &log_ring[i];
+		int			elevel = line->level <= 4 ? LOG : DEBUG1;
+
+		/* the shared properties apply to one of the two handles only */
+		if (strstr(line->text, "will be ignored by this") != NULL)
+			elevel = DEBUG1;
+
+		if (strcmp(line->text, last_line) == 0 &&
+			!TimestampDifferenceExceeds(last_line_at, now, REPEAT_QUIET_SECS * 1000))
+		{
+			last_line_repeats++;
+			continue;
+		}
+		if (last_line_repeats > 0)
+			ereport(LOG,
+					(errmsg("flyt_instance: librdkafka repeated the last line %d times", last_line_repeats)));
+		ereport(elevel,
+				(errmsg("flyt_instance: librdkafka: %s", line->text)));
+		strlcpy(last_line, line->text, LOG_LINE);
+		last_line_at = now;
+		last_line_repeats = 0;
+	}
+	if (log_dropped > 0)
+		ereport(LOG,
+				(errmsg("flyt_instance: %d librdkafka log lines were dropped", log_dropped)));
+	log_count = 0;
+	log_dropped = 0;
+}
+
+/*
+ * The settings that shape the handles; when this string changes on reload,
+ * the worker makes new handles.
+ */
+char *
+flyt_kafka_settings_signature(void)
+{
+	return psprintf("%s|%s|%s|%s|%s", flyt_kafka_bootstrap_servers, flyt_kafka_config,
+					flyt_application_id, flyt_org_id, flyt_domain_context);
+}
+
+/* Sets one property; false (with a LOG naming the property) when rejected. */
+static bool
+set_property(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	{
+		ereport(LOG,
+				(errmsg("flyt_instance: librdkafka rejected property \"%s\"", key),
+				 errdetail_internal("%s", errstr)));
+		return false;
+	}
+	return true;
+}
+
+/* Applies flyt_instance.kafka_config ("key=value;key=value"). */
+static bool
+set_user_properties(rd_kafka_conf_t *conf)
+{
+	char	   *copy = pstrdup(flyt_kafka_config);
+	char	   *save = NULL;
+	bool		ok = true;
+
+	for (char *item = strtok_r(copy, ";", &save); item != NULL && ok;
+		 item = strtok_r(NULL, ";", &save))
+	{
+		char	   *eq;
+		char	   *key = item;
+
+		while (*key == ' ' || *key == '\t')
+			key++;
+		if (*key == '\0')
+			continue;
+		eq = strchr(key, '=');
+		if (eq == NULL)
+			return false;		/* the check hook rejects this already */
+		*eq = '\0';
+		for (char *end = eq - 1; end >= key && (*end == ' ' || *end == '\t'); end--)
+			*end = '\0';
+		ok = set_property(conf, key, eq + 1);
+	}
+	pfree(copy);
+	return ok;
+}
+
+/*
+ * The configuration both handles share: servers, identity, the user's
+ * properties, logs on a queue and statistics (the worker learns from them
+ * whether brokers are up and how far behind the consumer is).
+ */
+static rd_kafka_conf_t *
+base_conf(const FlytKafkaCallbacks *callbacks, void *opaque)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	bool		ok;
+
+	ok = set_property(conf, "bootstrap.servers", flyt_kafka_bootstrap_servers) &&
+		set_property(conf, "client.id", flyt_application_id) &&
+		set_property(conf, "log.queue", "true") &&
+		set_property(conf, "statistics.interval.ms", "1000") &&
+		set_user_properties(conf);
+	if (!ok)
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(conf, opaque);
+	rd_kafka_conf_set_log_cb(conf, log_callback);
+	rd_kafka_conf_set_error_cb(conf, callbacks->error);
+	rd_kafka_conf_set_stats_cb(conf, callbacks->stats);
+	return conf;
+}
+
+/* Makes one handle from conf (which it takes over), or NULL with a LOG. */
+static rd_kafka_t *
+new_handle(rd_kafka_type_t type, rd_kafka_conf_t *conf)
+{
+	char		errstr[512];
+	rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(LOG,
+				(errmsg("flyt_instance: could not create the Kafka %s",
+						type == RD_KAFKA_PRODUCER ? "producer" : "consumer"),
+				 errdetail_internal("%s", errstr)));
+	}
+	return rk;
+}
+
+/*
+ * Creates the producer and the consumer and the pipe their queues wake the
+ * worker through.  Returns false (having logged why) when the settings do
+ * not make working handles; nothing is left allocated then.
+ */
+bool
+flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opaque)
+{
+	rd_kafka_conf_t *conf;
+	int			fds[2];
+
+	memset(kafka, 0, sizeof(*kafka));
+	kafka->wake_read_fd = kafka->wake_write_fd = -1;
+
+	if (pipe(fds) != 0)
+	{
+		ereport(LOG, (errmsg("flyt_instance: could not create a pipe: %m")));
+		return false;
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		(void) fcntl(fds[i], F_SETFL, O_NONBLOCK);
+		(void) fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+	}
+	kafka->wake_read_fd = fds[0];
+	kafka->wake_write_fd = fds[1];
+
+	/* Producer: idempotent, every replica acknowledges, in order. */
+	conf = base_conf(callbacks, opaque);
+	if (conf == NULL)
+		goto fail;
+	if (!set_property(conf, "enable.idempotence", "true") ||
+		!set_property(conf, "acks", "all") ||
+		!set_property(conf, "linger.ms", "5"))
+	{
+		rd_kafka_conf_destroy(conf);
+		goto fail;
+	}
+	rd_kafka_conf_set_dr_msg_cb(conf, callbacks->delivery);
+	kafka->producer = new_handle(RD_KAFKA_PRODUCER, conf);
+	if (kafka->producer == NULL)
+		goto fail;
+	kafka->producer_queue = rd_kafka_queue_get_main(kafka->producer);
+	rd_kafka_set_log_queue(kafka->producer, kafka->producer_queue);
+	rd_kafka_queue_io_event_enable(kafka->producer_queue, kafka->wake_write_fd, "p", 1);
+	kafka->admin_queue = rd_kafka_queue_new(kafka->producer);
+	rd_kafka_queue_io_event_enable(kafka->admin_queue, kafka->wake_write_fd, "a", 1);
+
+	/*
+	 * Consumer: the database holds the offsets (flyt.consumer_offset), so
+	 * nothing is committed or stored automatically.
+	 */
+	conf = base_conf(callbacks, opaque);
+	if (conf == NULL)
+		goto fail;
+	if (!set_property(conf, "group.id", flyt_application_id) ||
+		!set_property(conf, "enable.auto.commit", "false") ||
+		!set_property(conf, "enable.auto.offset.store", "false") ||
+		!set_property(conf, "auto.offset.reset", "earliest") ||
+		!set_property(conf, "enable.partition.eof", "false"))
+	{
+		rd_kafka_conf_destroy(conf);
+		goto fail;
+	}
+	rd_kafka_conf_set_rebalance_cb(conf, callbacks->rebalance);
+	kafka->consumer = new_handle(RD_KAFKA_CONSUMER, conf);
+	if (kafka->consumer == NULL)
+		goto fail;
+	rd_kafka_poll_set_consumer(kafka->consumer);
+	kafka->consumer_queue = rd_kafka_queue_get_consumer(kafka->consumer);
+	rd_kafka_set_log_queue(kafka->consumer, kafka->consumer_queue);
+	rd_kafka_queue_io_event_enable(kafka->consumer_queue, kafka->wake_write_fd, "c", 1);
+
+	kafka->settings = MemoryContextStrdup(TopMemoryContext, flyt_kafka_settings_signature());
+	return true;
+
+fail:
+	flyt_kafka_close(kafka, 0);
+	return false;
+}
+
+/* Empties the wake-up pipe (it only says "look at the queues"). */
+void
+flyt_kafka_drain_wake_fd(FlytKafka *kafka)
+{
+	char		buf[256];
+
+	if (kafka->wake_read_fd < 0)
+		return;
+	while (read(kafka->wake_read_fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/*
+ * Closes the handles.  The producer gets up to flush_ms to deliver what it
+ * holds (delivery reports are served meanwhile); whatever is left stays in
+ * flyt.outbox and is sent again later.  The consumer leaves its group
+ * without waiting longer than that either.
+ */
+void
+flyt_kafka_close(FlytKafka *kafka, int flush_ms)
+{
+	if (kafka->consumer != NULL)
+	{
+		rd_kafka_error_t *error;
+		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flush_ms);
+		rd_kafka_queue_t *close_queue = rd_kafka_queue_new(kafka->consumer);
+
+		error = rd_kafka_consumer_close_queue(kafka->consumer, close_queue);
+		if (error != NULL)
+			rd_kafka_error_destroy(error);
+		else
+		{
+			/* serves the final revocation through the rebalance callback */
+			while (!rd_kafka_consumer_closed(kafka->consumer) &&
+				   GetCurrentTimestamp() < deadline)
+				(void) rd_kafka_queue_poll_callback(close_queue, 50);
+		}
+		rd_kafka_queue_destroy(close_queue);
+	}
+	if (kafka->consumer_queue != NULL)
+		rd_kafka_queue_destroy(kafka->consumer_queue);
+	if (kafka->consumer != NULL)
+		rd_kafka_destroy_flags(kafka->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+
+	if (kafka->producer != NULL)
+	{
+		if (flush_ms > 0)
+			(void) rd_kafka_flush(kafka->producer, flush_ms);
+		(void) rd_kafka_purge(kafka->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		/* the purged messages' delivery reports: they stay in the outbox */
+		(void) rd_kafka_poll(kafka->producer, 0);
+	}
+	if (kafka->admin_queue != NULL)
+		rd_kafka_queue_destroy(kafka->admin_queue);
+	if (kafka->producer_queue != NULL)
+		rd_kafka_queue_destroy(kafka->producer_queue);
+	if (kafka->producer != NULL)
+		rd_kafka_destroy(kafka->producer);
+
+	if (kafka->wake_read_fd >= 0)
+		close(kafka->wake_read_fd);
+	if (kafka->wake_write_fd >= 0)
+		close(kafka->wake_write_fd);
+	if (kafka->settings != NULL)
+		pfree(kafka->settings);
+	memset(kafka, 0, sizeof(*kafka));
+	kafka->wake_read_fd = kafka->wake_write_fd = -1;
+	flyt_kafka_serve_logs();
+}

@@ -1,0 +1,436 @@
+/*-------------------------------------------------------------------------
+ *
+ * pump.c
+ *	  The outbox pump: flyt.outbox to Kafka, in order, at least once.
+ *
+ * A scan reads the outbox from its head in id order and hands rows to the
+ * idempotent producer until flyt_instance.max_in_flight are outstanding.
+ * It always starts at the head: rows are deleted once acknowledged, so the
+ * head holds only what is in flight, what waits for redelivery and what is
+ * new, and a row whose transaction committed after a later one is still
+ * found.  Rows in flight are skipped by id; a row waiting for redelivery
+ * blocks the later rows of its key, so events of one instance never
+ * overtake each other.
+ *
+ * Delivery reports are collected while librdkafka's queue is served and
+ * applied afterwards in one transaction: delivered rows are deleted, failed
+ * ones wait flyt_instance.redelivery_millis (doubling per attempt, capped)
+ * and after flyt_instance.redelivery_max_no redeliveries move to
+ * flyt.dead_letter.  "Message timed out" is a local verdict (the message may
+ * have been written), so it is retried like any failure: consumers drop
+ * duplicates by the flyt.event-id header.
+ *
+ * The caller runs each function that touches the database inside a
+ * transaction, connected to SPI.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "history.h"
+#include "outbox.h"
+#include "plans.h"
+#include "pump.h"
+#include "shared.h"
+#include "wire.h"
+
+typedef struct InflightEntry
+{
+	int64		id;
+	TimestampTz created_at;
+	char		status;			/* required by simplehash */
+} InflightEntry;
+
+#define SH_PREFIX inflight
+#define SH_ELEMENT_TYPE InflightEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY id
+#define SH_HASH_KEY(tb, key) murmurhash32((uint32) (key) ^ (uint32) ((uint64) (key) >> 32))
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+#define SCAN_PAGE 200
+
+static SPIPlanPtr scan_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
+static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr dead_letter_plan = NULL;
+
+void
+flyt_pump_init(FlytPump *pump)
+{
+	memset(pump, 0, sizeof(*pump));
+	pump->context = AllocSetContextCreate(TopMemoryContext, "flyt_instance pump",
+										  ALLOCSET_DEFAULT_SIZES);
+	pump->inflight = inflight_create(pump->context, 1024, NULL);
+	pump->reports_size = 1024;
+	pump->reports = MemoryContextAlloc(pump->context, sizeof(FlytDelivery) * pump->reports_size);
+	pump->more = true;
+}
+
+/*
+ * The producer's delivery report callback, called on the worker's thread
+ * while the producer's queue is served.  It only records: the database work
+ * happens in flyt_pump_apply_reports.  There is room for every message in
+ * flight (flyt_pump_send makes sure), so this never allocates.
+ */
+void
+flyt_pump_delivery_report(FlytPump *pump, const rd_kafka_message_t *msg)
+{
+	if (pump->nreports >= pump->reports_size)
+		return;					/* cannot happen; the row is sent again later */
+	pump->reports[pump->nreports].id = (int64) (intptr_t) msg->_private;
+	pump->reports[pump->nreports].err = msg->err;
+	pump->nreports++;
+}
+
+/* Every message in flight is lost with the producer: the rows stay queued. */
+void
+flyt_pump_forget_in_flight(FlytPump *pump)
+{
+	inflight_reset(pump->inflight);
+	pump->in_flight = 0;
+	pump->nreports = 0;
+	pump->more = true;
+}
+
+/* Should the worker scan the outbox now? */
+bool
+flyt_pump_wants_scan(FlytPump *pump, TimestampTz now)
+{
+	return pump->more || (pump->next_retry_at != 0 && now >= pump->next_retry_at);
+}
+
+/* Records a produce latency sample and a delivered message. */
+static void
+record_delivered(TimestampTz created_at, TimestampTz now)
+{
+	double		seconds;
+
+	if (flyt_shared == NULL)
+		return;
+	seconds = (double) (now - created_at) / USECS_PER_SEC;
+	if (seconds < 0)
+		seconds = 0;
+	pg_atomic_add_fetch_u64(&flyt_shared->produced, 1);
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	flyt_shared->latency_count++;
+	flyt_shared->latency_sum_seconds += seconds;
+	flyt_shared->latency_samples[flyt_shared->latency_next] = (float) seconds;
+	flyt_shared->latency_next = (flyt_shared->latency_next + 1) % FLYT_LATENCY_SAMPLES;
+	LWLockRelease(flyt_shared->lock);
+}
+
+/*
+ * A row that exhausted its redeliveries goes to flyt.dead_letter; a retry
+ * event that dies this way also queues instance-retry-request-error and
+ * records RETRY_FAILED.
+ */
+static void
+dead_letter(int64 id, const char *event_name, const char *key,
+			const char *flow_headers, const char *error)
+{
+	static const Oid argtypes[] = {INT8OID, TEXTOID};
+	Datum		values[2];
+
+	flyt_plan(&dead_letter_plan,
+			  "WITH d AS (DELETE FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *) "
+			  "INSERT INTO flyt.dead_letter (topic, outbox_id, original_message_id, message_key, headers, "
+			  "  original_message_payload, failure_transience, message_delivery_attempts, failure_details) "
+			  "SELECT topic, id, 'outbox/' OPERATOR(pg_catalog.||) id, pg_catalog.convert_to(key, 'UTF8'), headers, "
+			  "  pg_catalog.convert_to(value, 'UTF8'), 'TRANSIENT', attempts, "
+			  "  pg_catalog.jsonb_build_object('errorMessage', $2, 'event', event_name) "
+			  "FROM d",
+			  2, argtypes);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(error);
+	flyt_execute(dead_letter_plan, values, NULL, false, 0, SPI_OK_INSERT);
+	if (flyt_shared != NULL)
+		pg_atomic_add_fetch_u64(&flyt_shared->dead_lettered, 1);
+	ereport(LOG,
+			(errmsg("flyt_instance: outbox message %lld (%s) moved to flyt.dead_letter after its last redelivery",
+					(long long) id, event_name),
+			 errdetail_internal("%s", error)));
+
+	if (strcmp(event_name, FLYT_EVENT_RETRY) == 0 && key != NULL)
+	{
+		char	   *end;
+		long long	instance_id = strtoll(key, &end, 10);
+
+		flyt_outbox_enqueue(FLYT_EVENT_RETRY_REQUEST_ERROR, key, flow_headers,
+							FLYT_ERROR_EVENT_VALUE);
+		if (*end == '\0')
+		{
+			json_t	   *detail = json_pack("{s:s}", "error", error);
+
+			flyt_append_event((int64) instance_id, "RETRY_FAILED", "flyt_instance worker",
+							  NULL, flyt_json_dump(detail));
+			json_decref(detail);
+		}
+	}
+}
+
+/* Schedules the redelivery of a failed row, or dead-letters it. */
+static void
+delivery_failed(int64 id, const char *error)
+{
+	static const Oid argtypes[] = {INT8OID, FLOAT8OID, FLOAT8OID, TEXTOID};
+	Datum		values[4];
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	int			attempts;
+	char	   *event_name;
+	char	   *key;
+	char	   *flow_headers;
+
+	flyt_plan(&fail_plan,
+			  "UPDATE flyt.outbox SET attempts = attempts OPERATOR(pg_catalog.+) 1, "
+			  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => "
+			  "    pg_catalog.least($2 OPERATOR(pg_catalog.*) pg_catalog.power(2::pg_catalog.float8, attempts), $3) "
+			  "    OPERATOR(pg_catalog./) 1000.0), "
+			  "  last_error = $4 "
+			  "WHERE id OPERATOR(pg_catalog.=) $1 "
+			  "RETURNING attempts, event_name, key, headers OPERATOR(pg_catalog.->>) '" FLYT_HEADER_FLOW_HEADERS "'",
+			  4, argtypes);
+	values[0] = Int64GetDatum(id);
+	values[1] = Float8GetDatum((double) flyt_redelivery_millis);
+	values[2] = Float8GetDatum((double) FLYT_MAX_REDELIVERY_MS);
+	values[3] = CStringGetTextDatum(error);
+	if (flyt_execute(fail_plan, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 0)
+		return;					/* the row is gone: nothing to redeliver */
+
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
+	if (attempts <= flyt_redelivery_max_no)
+		return;
+	event_name = SPI_getvalue(tuple, desc, 2);
+	key = SPI_getvalue(tuple, desc, 3);
+	flow_headers = SPI_getvalue(tuple, desc, 4);
+	dead_letter(id, event_name, key, flow_headers, error);
+}
+
+/*
+ * Applies the delivery reports collected since the last call: delivered rows
+ * are deleted, failed ones scheduled for redelivery.  Tells the breaker.
+ */
+void
+flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
+{
+	static const Oid argtypes[] = {INT8ARRAYOID};
+	TimestampTz now = GetCurrentTimestamp();
+	Datum	   *ok_ids;
+	int			nok = 0;
+	int			nfailed = 0;
+	const char *last_error = NULL;
+
+	if (pump->nreports == 0)
+		return;
+
+	ok_ids = palloc(sizeof(Datum) * pump->nreports);
+	for (int i = 0; i < pump->nreports; i++)
+	{
+		FlytDelivery *report = &pump->reports[i];
+		InflightEntry *entry = inflight_lookup(pump->inflight, report->id);
+
+		if (report->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+			report->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+		{
+			/* not sent because the producer closed: it stays queued as it is */
+		}
+		else if (report->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			ok_ids[nok++] = Int64GetDatum(report->id);
+			if (entry != NULL)
+				record_delivered(entry->created_at, now);
+		}
+		else
+		{
+			last_error = rd_kafka_err2str(report->err);
+			delivery_failed(report->id, last_error);
+			nfailed++;
+			pump->more = true;
+		}
+		if (entry != NULL)
+		{
+			inflight_delete_item(pump->inflight, entry);
+			pump->in_flight--;
+		}
+	}
+	if (nok > 0)
+	{
+		Datum		values[1];
+
+		flyt_plan(&delete_plan,
+				  "DELETE FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
+				  1, argtypes);
+		values[0] = PointerGetDatum(construct_array(ok_ids, nok, INT8OID, sizeof(int64),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		flyt_execute(delete_plan, values, NULL, false, 0, SPI_OK_DELETE);
+		flyt_breaker_success(breaker);
+	}
+	for (int i = 0; i < nfailed; i++)
+		flyt_breaker_failure(breaker, psprintf("delivery failed: %s", last_error));
+	pump->nreports = 0;
+	pump->more = true;
+}
+
+/* Builds librdkafka headers from the outbox row's header object. */
+static rd_kafka_headers_t *
+kafka_headers(Jsonb *jb)
+{
+	rd_kafka_headers_t *headers = rd_kafka_headers_new(2);
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	char	   *name = NULL;
+
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (token == WJB_VALUE && name != NULL && v.type == jbvString)
+			rd_kafka_header_add(headers, name, -1, v.val.string.val, v.val.string.len);
+	}
+	return headers;
+}
+
+static bool
+key_blocked(List *blocked, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, blocked)
+		if (strcmp((const char *) lfirst(lc), key) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Hands up to room rows to the producer, in id order from the head of the
+ * outbox.  Returns how many were handed over.
+ */
+int
+flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
+{
+	static const Oid argtypes[] = {INT8OID, INT4OID};
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *blocked = NIL;
+	int64		cursor = 0;
+	int			sent = 0;
+
+	room = Min(room, flyt_max_in_flight - pump->in_flight);
+	pump->more = false;
+	pump->next_retry_at = 0;
+	if (room <= 0)
+	{
+		pump->more = true;
+		return 0;
+	}
+
+	/* every message in flight gets one report: make room for them now */
+	if (pump->reports_size < pump->in_flight + room)
+	{
+		pump->reports_size = pump->in_flight + room;
+		pump->reports = repalloc(pump->reports, sizeof(FlytDelivery) * pump->reports_size);
+	}
+
+	flyt_plan(&scan_plan,
+			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at "
+			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
+			  2, argtypes);
+
+	for (;;)
+	{
+		Datum		values[2];
+		uint64		n;
+
+		values[0] = Int64GetDatum(cursor);
+		values[1] = Int32GetDatum(SCAN_PAGE);
+		n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			bool		found;
+			int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+			char	   *topic = SPI_getvalue(tuple, desc, 2);
+			char	   *key = SPI_getvalue(tuple, desc, 3);
+			Datum		headers = SPI_getbinval(tuple, desc, 4, &isnull);
+			char	   *value = SPI_getvalue(tuple, desc, 5);
+			TimestampTz next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
+			TimestampTz created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
+			rd_kafka_headers_t *kheaders;
+			rd_kafka_resp_err_t err;
+			InflightEntry *entry;
+
+			cursor = id;
+			if (inflight_lookup(pump->inflight, id) != NULL)
+				continue;
+			if (next_attempt_at > now)
+			{
+				if (key != NULL)
+					blocked = lappend(blocked, key);
+				if (pump->next_retry_at == 0 || next_attempt_at < pump->next_retry_at)
+					pump->next_retry_at = next_attempt_at;
+				continue;
+			}
+			if (key != NULL && key_blocked(blocked, key))
+				continue;
+
+			kheaders = kafka_headers(DatumGetJsonbP(headers));
+			err = rd_kafka_producev(producer,
+									RD_KAFKA_V_TOPIC(topic),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+									RD_KAFKA_V_VALUE(value, value ? strlen(value) : 0),
+									RD_KAFKA_V_HEADERS(kheaders),
+									RD_KAFKA_V_OPAQUE((void *) (intptr_t) id),
+									RD_KAFKA_V_END);
+			if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				rd_kafka_headers_destroy(kheaders);
+				if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				{
+					pump->more = true;
+					return sent;
+				}
+				/* refused outright (unknown topic, too large): a failed delivery */
+				if (pump->nreports < pump->reports_size)
+				{
+					pump->reports[pump->nreports].id = id;
+					pump->reports[pump->nreports].err = err;
+					pump->nreports++;
+				}
+				continue;
+			}
+			entry = inflight_insert(pump->inflight, id, &found);
+			entry->created_at = created_at;
+			pump->in_flight++;
+			if (++sent >= room)
+			{
+				pump->more = true;
+				return sent;
+			}
+		}
+		if (n < SCAN_PAGE)
+			break;
+	}
+	return sent;
+}

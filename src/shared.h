@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * shared.h
+ *	  State shared between the background worker and the backends: what
+ *	  flyt_status() and flyt_metrics() report, the worker's latch, counters.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FLYT_SHARED_H
+#define FLYT_SHARED_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+/* What the worker is doing (docs/worker.md). */
+typedef enum FlytWorkerState
+{
+	FLYT_WORKER_NOT_RUNNING = 0,
+	FLYT_WORKER_STARTING,
+	FLYT_WORKER_STANDBY,
+	FLYT_WORKER_WAITING_FOR_EXTENSION,
+	FLYT_WORKER_KAFKA_OFF,
+	FLYT_WORKER_RUNNING,
+	FLYT_WORKER_STOPPING
+} FlytWorkerState;
+
+typedef enum FlytCircuitState
+{
+	FLYT_CIRCUIT_CLOSED = 0,
+	FLYT_CIRCUIT_HALF_OPEN = 1,
+	FLYT_CIRCUIT_OPEN = 2
+} FlytCircuitState;
+
+#define FLYT_CIRCUIT_EVENTS 16
+#define FLYT_REASON_LEN 160
+#define FLYT_MAX_PARTITIONS 64
+#define FLYT_TOPIC_LEN 256
+#define FLYT_LATENCY_SAMPLES 1024
+
+typedef struct FlytCircuitEvent
+{
+	TimestampTz at;
+	FlytCircuitState state;
+	char		reason[FLYT_REASON_LEN];
+} FlytCircuitEvent;
+
+typedef struct FlytPartitionState
+{
+	char		topic[FLYT_TOPIC_LEN];
+	int32		partition;
+	int64		next_offset;	/* next offset to apply, -1 unknown */
+	int64		high_watermark; /* -1 unknown */
+} FlytPartitionState;
+
+typedef struct FlytShared
+{
+	LWLock	   *lock;			/* protects everything but the atomics */
+
+	/* the worker */
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	FlytWorkerState state;
+	TimestampTz started_at;
+	char		reason[FLYT_REASON_LEN];	/* why not running/connected */
+
+	/* Kafka */
+	bool		connected;
+	FlytCircuitState circuit;
+	int			circuit_event_count;	/* total ever recorded */
+	FlytCircuitEvent circuit_events[FLYT_CIRCUIT_EVENTS];	/* ring */
+	int			in_flight;
+
+	/* consumer */
+	int			npartitions;
+	FlytPartitionState partitions[FLYT_MAX_PARTITIONS];
+
+	/* cleanup */
+	TimestampTz next_cleanup_at;	/* 0 when not scheduled */
+
+	/* counters (any backend) */
+	pg_atomic_uint64 registered;
+	pg_atomic_uint64 retried;
+	pg_atomic_uint64 deleted;
+	pg_atomic_uint64 produced;
+	pg_atomic_uint64 consumed;
+	pg_atomic_uint64 dead_lettered;
+
+	/* produce latency: commit of the change -> acknowledgement */
+	uint64		latency_count;
+	double		latency_sum_seconds;
+	int			latency_next;
+	float		latency_samples[FLYT_LATENCY_SAMPLES];	/* seconds, ring */
+} FlytShared;
+
+/* NULL unless the library was preloaded. */
+extern FlytShared *flyt_shared;
+
+typedef enum FlytCounter
+{
+	FLYT_COUNT_REGISTERED,
+	FLYT_COUNT_RETRIED,
+	FLYT_COUNT_DELETED
+} FlytCounter;
+
+extern void flyt_shared_init(void);
+extern void flyt_count(FlytCounter counter, int64 n);
+extern void flyt_wake_worker_at_commit(void);
+extern const char *flyt_worker_state_name(FlytWorkerState state);
+extern const char *flyt_circuit_state_name(FlytCircuitState state);
+
+#endif							/* FLYT_SHARED_H */

@@ -1,0 +1,323 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.c
+ *	  flyt_status() and flyt_metrics(): health and figures for operators.
+ *
+ * Both combine what the worker publishes in shared memory with a few cheap
+ * queries (outbox backlog, dead letters, the last cleanup run).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "plans.h"
+#include "shared.h"
+#include "wire.h"
+
+PG_FUNCTION_INFO_V1(flyt_status);
+PG_FUNCTION_INFO_V1(flyt_metrics);
+
+static SPIPlanPtr outbox_plan = NULL;
+static SPIPlanPtr dead_letter_plan = NULL;
+static SPIPlanPtr cleanup_plan = NULL;
+
+/* What the tables say. */
+typedef struct TableFigures
+{
+	int64		backlog;
+	double		oldest_age;		/* seconds; < 0 when the outbox is empty */
+	int64		dead_letters;
+	json_t	   *last_cleanup;	/* null when there was none */
+} TableFigures;
+
+static json_t *
+json_timestamp(TimestampTz ts)
+{
+	char		buf[40];
+
+	if (ts == 0)
+		return json_null();
+	flyt_format_timestamp(ts, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+static void
+read_tables(TableFigures *t)
+{
+	bool		isnull;
+	Datum		d;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+
+	flyt_spi_connect();
+	flyt_plan(&outbox_plan,
+			  "SELECT pg_catalog.count(*), "
+			  "  EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(created_at))::pg_catalog.float8 "
+			  "FROM flyt.outbox",
+			  0, NULL);
+	flyt_execute(outbox_plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	t->backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	t->oldest_age = isnull ? -1 : Max(DatumGetFloat8(d), 0);
+
+	flyt_plan(&dead_letter_plan, "SELECT pg_catalog.count(*) FROM flyt.dead_letter", 0, NULL);
+	flyt_execute(dead_letter_plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	t->dead_letters = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	flyt_plan(&cleanup_plan,
+			  "SELECT id, started_at, finished_at, status, deleted, deleted_without_event, error "
+			  "FROM flyt.cleanup_run ORDER BY id DESC LIMIT 1",
+			  0, NULL);
+	t->last_cleanup = json_null();
+	if (flyt_execute(cleanup_plan, NULL, NULL, true, 0, SPI_OK_SELECT) == 1)
+	{
+		char	   *error;
+
+		tuple = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		t->last_cleanup = json_object();
+		json_object_set_new(t->last_cleanup, "id",
+							json_integer(DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull))));
+		json_object_set_new(t->last_cleanup, "started_at",
+							json_timestamp(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull))));
+		d = SPI_getbinval(tuple, desc, 3, &isnull);
+		json_object_set_new(t->last_cleanup, "finished_at",
+							isnull ? json_null() : json_timestamp(DatumGetTimestampTz(d)));
+		json_object_set_new(t->last_cleanup, "status", json_string(SPI_getvalue(tuple, desc, 4)));
+		json_object_set_new(t->last_cleanup, "deleted",
+							json_integer(DatumGetInt64(SPI_getbinval(tuple, desc, 5, &isnull))));
+		json_object_set_new(t->last_cleanup, "deleted_without_event",
+							json_integer(DatumGetInt64(SPI_getbinval(tuple, desc, 6, &isnull))));
+		error = SPI_getvalue(tuple, desc, 7);
+		json_object_set_new(t->last_cleanup, "error", error ? json_string(error) : json_null());
+	}
+	flyt_spi_finish();
+}
+
+/* Decides UP or DOWN, and why. */
+static const char *
+down_reason(const FlytShared *s)
+{
+	if (s == NULL)
+		return "worker is not running (flyt_instance is not in shared_preload_libraries)";
+	if (s->worker_pid == 0)
+		return "worker is not running";
+	switch (s->state)
+	{
+		case FLYT_WORKER_RUNNING:
+			break;
+		case FLYT_WORKER_KAFKA_OFF:
+			return "kafka is not configured (flyt_instance.kafka_bootstrap_servers is empty)";
+		default:
+			return s->reason[0] ? s->reason : flyt_worker_state_name(s->state);
+	}
+	if (s->reason[0])
+		return s->reason;
+	if (!s->connected)
+		return "kafka is unreachable";
+	if (s->circuit != FLYT_CIRCUIT_CLOSED)
+		return s->circuit == FLYT_CIRCUIT_OPEN ? "circuit is OPEN" : "circuit is HALF_OPEN";
+	return NULL;
+}
+
+/* flyt_status() → jsonb: health of the worker, Kafka, outbox, consumer, cleanup. */
+Datum
+flyt_status(PG_FUNCTION_ARGS)
+{
+	FlytShared *s = NULL;
+	TableFigures t;
+	json_t	   *root = json_object();
+	json_t	   *w = json_object();
+	json_t	   *k = json_object();
+	json_t	   *circuit = json_object();
+	json_t	   *events = json_array();
+	json_t	   *outbox = json_object();
+	json_t	   *consumer = json_object();
+	json_t	   *partitions = json_array();
+	json_t	   *cleanup = json_object();
+	const char *reason;
+	int64		total_lag = 0;
+	bool		lag_known = false;
+
+	if (flyt_shared != NULL)
+	{
+		s = palloc(sizeof(FlytShared));
+		LWLockAcquire(flyt_shared->lock, LW_SHARED);
+		memcpy(s, flyt_shared, sizeof(FlytShared));
+		LWLockRelease(flyt_shared->lock);
+	}
+	read_tables(&t);
+
+	reason = down_reason(s);
+	json_object_set_new(root, "status", json_string(reason ? "DOWN" : "UP"));
+	json_object_set_new(root, "reason", reason ? json_string(reason) : json_null());
+
+	json_object_set_new(w, "running", json_boolean(s != NULL && s->worker_pid != 0));
+	json_object_set_new(w, "pid", s && s->worker_pid ? json_integer(s->worker_pid) : json_null());
+	json_object_set_new(w, "state", json_string(flyt_worker_state_name(s ? s->state : FLYT_WORKER_NOT_RUNNING)));
+	json_object_set_new(w, "database", json_string(flyt_database));
+	json_object_set_new(w, "started_at", json_timestamp(s && s->worker_pid ? s->started_at : 0));
+	json_object_set_new(root, "worker", w);
+
+	json_object_set_new(k, "bootstrap_servers", json_string(flyt_kafka_bootstrap_servers));
+	json_object_set_new(k, "connected", json_boolean(s != NULL && s->worker_pid != 0 && s->connected));
+	json_object_set_new(circuit, "state", json_string(flyt_circuit_state_name(s ? s->circuit : FLYT_CIRCUIT_CLOSED)));
+	if (s != NULL)
+	{
+		int			n = Min(s->circuit_event_count, FLYT_CIRCUIT_EVENTS);
+
+		/* oldest first */
+		for (int i = s->circuit_event_count - n; i < s->circuit_event_count; i++)
+		{
+			const FlytCircuitEvent *ev = &s->circuit_events[i % FLYT_CIRCUIT_EVENTS];
+
+			json_array_append_new(events,
+								  json_pack("{s:o, s:s, s:s}",
+											"at", json_timestamp(ev->at),
+											"state", flyt_circuit_state_name(ev->state),
+											"reason", ev->reason));
+		}
+	}
+	json_object_set_new(circuit, "events", events);
+	json_object_set_new(k, "circuit", circuit);
+	json_object_set_new(root, "kafka", k);
+
+	json_object_set_new(outbox, "backlog", json_integer(t.backlog));
+	json_object_set_new(outbox, "oldest_age_seconds", t.oldest_age < 0 ? json_null() : json_real(t.oldest_age));
+	json_object_set_new(outbox, "in_flight", json_integer(s ? s->in_flight : 0));
+	json_object_set_new(root, "outbox", outbox);
+
+	for (int i = 0; s != NULL && s->worker_pid != 0 && i < s->npartitions; i++)
+	{
+		const FlytPartitionState *p = &s->partitions[i];
+		json_t	   *lag = json_null();
+
+		if (p->next_offset >= 0 && p->high_watermark >= 0)
+		{
+			int64		l = Max(p->high_watermark - p->next_offset, 0);
+
+			lag = json_integer(l);
+			total_lag += l;
+			lag_known = true;
+		}
+		json_array_append_new(partitions,
+							  json_pack("{s:s, s:i, s:o, s:o, s:o}",
+										"topic", p->topic,
+										"partition", p->partition,
+										"next_offset", p->next_offset >= 0 ? json_integer(p->next_offset) : json_null(),
+										"high_watermark", p->high_watermark >= 0 ? json_integer(p->high_watermark) : json_null(),
+										"lag", lag));
+	}
+	json_object_set_new(consumer, "lag", lag_known ? json_integer(total_lag) : json_null());
+	json_object_set_new(consumer, "partitions", partitions);
+	json_object_set_new(root, "consumer", consumer);
+
+	json_object_set_new(root, "dead_letters", json_integer(t.dead_letters));
+
+	json_object_set_new(cleanup, "last_run", t.last_cleanup);
+	json_object_set_new(cleanup, "next_run_at", json_timestamp(s && s->worker_pid ? s->next_cleanup_at : 0));
+	json_object_set_new(root, "cleanup", cleanup);
+
+	PG_RETURN_JSONB_P(flyt_json_to_jsonb(root));
+}
+
+static int
+compare_float(const void *a, const void *b)
+{
+	float		x = *(const float *) a;
+	float		y = *(const float *) b;
+
+	return (x > y) - (x < y);
+}
+
+static void
+metric(StringInfo buf, const char *name, const char *type, const char *help)
+{
+	appendStringInfo(buf, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* flyt_metrics() → text: the same figures in Prometheus text format. */
+Datum
+flyt_metrics(PG_FUNCTION_ARGS)
+{
+	FlytShared *s = NULL;
+	TableFigures t;
+	StringInfoData buf;
+	bool		up;
+
+	if (flyt_shared != NULL)
+	{
+		s = palloc(sizeof(FlytShared));
+		LWLockAcquire(flyt_shared->lock, LW_SHARED);
+		memcpy(s, flyt_shared, sizeof(FlytShared));
+		LWLockRelease(flyt_shared->lock);
+	}
+	read_tables(&t);
+	up = down_reason(s) == NULL;
+	initStringInfo(&buf);
+
+	metric(&buf, "flyt_instance_up", "gauge", "1 when the worker runs, Kafka is reachable and the circuit is closed.");
+	appendStringInfo(&buf, "flyt_instance_up %d\n", up ? 1 : 0);
+
+#define COUNTER(name, field, help) \
+	do { \
+		metric(&buf, name, "counter", help); \
+		appendStringInfo(&buf, "%s " UINT64_FORMAT "\n", name, \
+						 s ? pg_atomic_read_u64(&flyt_shared->field) : 0); \
+	} while (0)
+
+	COUNTER("flyt_instance_registered_total", registered, "Instances registered.");
+	COUNTER("flyt_instance_retried_total", retried, "Retries queued.");
+	COUNTER("flyt_instance_deleted_total", deleted, "Instances deleted (dispatched or cleaned up).");
+	COUNTER("flyt_instance_produced_total", produced, "Messages acknowledged by Kafka.");
+	COUNTER("flyt_instance_consumed_total", consumed, "Messages consumed and applied.");
+	COUNTER("flyt_instance_dead_lettered_total", dead_lettered, "Messages moved to flyt.dead_letter.");
+
+	metric(&buf, "flyt_instance_produce_latency_seconds", "summary",
+		   "Time from the change that queued a message to Kafka's acknowledgement.");
+	if (s != NULL && s->latency_count > 0)
+	{
+		int			n = (int) Min(s->latency_count, (uint64) FLYT_LATENCY_SAMPLES);
+
+		qsort(s->latency_samples, n, sizeof(float), compare_float);
+		appendStringInfo(&buf, "flyt_instance_produce_latency_seconds{quantile=\"0.5\"} %g\n",
+						 s->latency_samples[(n - 1) / 2]);
+		appendStringInfo(&buf, "flyt_instance_produce_latency_seconds{quantile=\"0.99\"} %g\n",
+						 s->latency_samples[(int) ((n - 1) * 0.99)]);
+	}
+	appendStringInfo(&buf, "flyt_instance_produce_latency_seconds_sum %g\n",
+					 s ? s->latency_sum_seconds : 0.0);
+	appendStringInfo(&buf, "flyt_instance_produce_latency_seconds_count " UINT64_FORMAT "\n",
+					 s ? s->latency_count : (uint64) 0);
+
+	metric(&buf, "flyt_instance_outbox_backlog", "gauge", "Messages waiting in flyt.outbox.");
+	appendStringInfo(&buf, "flyt_instance_outbox_backlog " INT64_FORMAT "\n", t.backlog);
+	metric(&buf, "flyt_instance_outbox_oldest_age_seconds", "gauge", "Age of the oldest message in flyt.outbox.");
+	appendStringInfo(&buf, "flyt_instance_outbox_oldest_age_seconds %g\n", Max(t.oldest_age, 0));
+	metric(&buf, "flyt_instance_dead_letters", "gauge", "Rows in flyt.dead_letter.");
+	appendStringInfo(&buf, "flyt_instance_dead_letters " INT64_FORMAT "\n", t.dead_letters);
+
+	metric(&buf, "flyt_instance_consumer_lag", "gauge", "Messages not yet consumed, per partition.");
+	for (int i = 0; s != NULL && s->worker_pid != 0 && i < s->npartitions; i++)
+	{
+		const FlytPartitionState *p = &s->partitions[i];
+
+		if (p->next_offset >= 0 && p->high_watermark >= 0)
+			appendStringInfo(&buf, "flyt_instance_consumer_lag{topic=\"%s\",partition=\"%d\"} " INT64_FORMAT "\n",
+							 p->topic, p->partition, Max(p->high_watermark - p->next_offset, 0));
+	}
+
+	metric(&buf, "flyt_instance_circuit_state", "gauge", "Kafka circuit breaker: 0 closed, 1 half open, 2 open.");
+	appendStringInfo(&buf, "flyt_instance_circuit_state %d\n", s ? (int) s->circuit : 0);
+
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}

@@ -1,0 +1,672 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The flyt_instance background worker.
+ *
+ * One worker per cluster, connected to flyt_instance.database.  It sleeps
+ * in one WaitEventSet on its latch (set when a transaction that queued
+ * outbox rows commits) and on a pipe that librdkafka's queues write to when
+ * they receive something, so it never polls on a timer and never sleeps a
+ * fixed time.  Each pass over its loop:
+ *
+ *	- follows the extension (absent, created, dropped) and the settings;
+ *	- serves librdkafka's queues: delivery reports, rebalances, errors,
+ *	  statistics, admin results and logs (all on this thread);
+ *	- applies delivery reports, then a batch of consumed messages, then
+ *	  hands more outbox rows to the producer as far as the circuit breaker
+ *	  and flyt_instance.max_in_flight allow;
+ *	- runs one batch of the scheduled cleanup when it is due;
+ *	- publishes its state for flyt_status().
+ *
+ * Every database step is a short transaction of its own.  An error in a
+ * pass is reported, the transaction rolled back and the Kafka handles
+ * recreated (rows in flight stay in the outbox and are sent again; the
+ * consumer seeks back to the stored offsets), so nothing is lost and the
+ * worker goes on; the postmaster restarts it after anything worse.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jansson.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "admin.h"
+#include "breaker.h"
+#include "cleanup.h"
+#include "consumer.h"
+#include "guc.h"
+#include "kafka.h"
+#include "plans.h"
+#include "pump.h"
+#include "shared.h"
+#include "worker.h"
+
+/* Longest sleep: the worker looks at the extension and settings this often. */
+#define IDLE_WAKE_MS 1000
+/* Wait before making new Kafka handles after making them failed. */
+#define KAFKA_RETRY_MS 5000
+/* Bounded flush of what is in flight when the worker stops. */
+#define SHUTDOWN_FLUSH_MS 5000
+
+typedef struct Worker
+{
+	FlytKafka	kafka;
+	bool		kafka_open;
+	TimestampTz kafka_retry_at;
+	FlytPump	pump;
+	FlytConsumer consumer;
+	FlytBreaker breaker;
+	FlytAdmin	admin;
+	FlytCleanupRun cleanup;
+	WaitEventSet *events;
+	MemoryContext pass_context;
+	bool		extension_ready;
+	TimestampTz extension_checked_at;
+
+	/* what librdkafka's callbacks recorded, handled after the queue is served */
+	char	   *stats[2];		/* latest statistics JSON, producer/consumer */
+	bool		all_brokers_down;
+	bool		fatal_error;
+	bool		producer_up;
+	bool		consumer_up;
+} Worker;
+
+static Worker worker;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Registers the worker; called from _PG_init while shared_preload_libraries
+ * is being processed.
+ */
+void
+flyt_worker_register(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "flyt_instance", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "flyt_worker_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "flyt_instance worker", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "flyt_instance worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Publishes the worker's state (and why, when it is not running). */
+static void
+set_state(FlytWorkerState state, const char *reason)
+{
+	if (flyt_shared == NULL)
+		return;
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	flyt_shared->state = state;
+	strlcpy(flyt_shared->reason, reason ? reason : "", FLYT_REASON_LEN);
+	LWLockRelease(flyt_shared->lock);
+}
+
+/* On exit, whatever the cause: the worker is gone. */
+static void
+worker_exit(int code, Datum arg)
+{
+	if (flyt_shared == NULL)
+		return;
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	flyt_shared->worker_pid = 0;
+	flyt_shared->worker_latch = NULL;
+	flyt_shared->state = FLYT_WORKER_NOT_RUNNING;
+	flyt_shared->connected = false;
+	flyt_shared->in_flight = 0;
+	flyt_shared->npartitions = 0;
+	flyt_shared->next_cleanup_at = 0;
+	LWLockRelease(flyt_shared->lock);
+}
+
+/* Starts a transaction for one step, connected to SPI. */
+static void
+begin_step(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	flyt_spi_connect();
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_step(void)
+{
+	flyt_spi_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Rebuilds the wait event set: latch, postmaster death, Kafka's pipe. */
+static void
+build_wait_events(void)
+{
+	if (worker.events != NULL)
+		FreeWaitEventSet(worker.events);
+	worker.events = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(worker.events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(worker.events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	if (worker.kafka_open)
+		AddWaitEventToSet(worker.events, WL_SOCKET_READABLE, worker.kafka.wake_read_fd, NULL, NULL);
+}
+
+/* librdkafka callbacks: they record, the loop acts. */
+static void
+delivery_callback(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	flyt_pump_delivery_report(&worker.pump, msg);
+}
+
+static void
+rebalance_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				   rd_kafka_topic_partition_list_t *partitions, void *opaque)
+{
+	flyt_consumer_rebalance(&worker.consumer, rk, err, partitions);
+}
+
+static void
+error_callback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		worker.all_brokers_down = true;
+	else if (err == RD_KAFKA_RESP_ERR__FATAL)
+		worker.fatal_error = true;
+}
+
+static int
+stats_callback(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+	int			i = rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? 0 : 1;
+
+	if (worker.stats[i] != NULL)
+		rd_kafka_mem_free(rk, worker.stats[i]);
+	worker.stats[i] = json;
+	return 1;					/* keep it; freed above or after reading */
+}
+
+static const FlytKafkaCallbacks callbacks = {
+	delivery_callback, rebalance_callback, error_callback, stats_callback
+};
+
+/*
+ * Reads librdkafka's statistics: is any broker up, and how far ahead of the
+ * consumer is each partition.
+ */
+static void
+read_stats(int i, rd_kafka_t *rk)
+{
+	json_t	   *root;
+	json_t	   *brokers;
+	json_t	   *topics;
+	json_t	   *broker;
+	const char *name;
+	bool		up = false;
+
+	if (worker.stats[i] == NULL)
+		return;
+	root = json_loads(worker.stats[i], 0, NULL);
+	rd_kafka_mem_free(rk, worker.stats[i]);
+	worker.stats[i] = NULL;
+	if (root == NULL)
+		return;
+
+	brokers = json_object_get(root, "brokers");
+	json_object_foreach(brokers, name, broker)
+	{
+		const char *state = json_string_value(json_object_get(broker, "state"));
+
+		if (state != NULL && strcmp(state, "UP") == 0)
+			up = true;
+	}
+	if (i == 0)
+		worker.producer_up = up;
+	else
+		worker.consumer_up = up;
+
+	topics = json_object_get(root, "topics");
+	if (i == 1 && topics != NULL && flyt_shared != NULL)
+	{
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		for (int k = 0; k < flyt_shared->npartitions; k++)
+		{
+			FlytPartitionState *s = &flyt_shared->partitions[k];
+			char		partition[16];
+			json_t	   *p;
+			json_t	   *hi;
+
+			snprintf(partition, sizeof(partition), "%d", s->partition);
+			p = json_object_get(json_object_get(json_object_get(topics, s->topic), "partitions"), partition);
+			hi = json_object_get(p, "hi_offset");
+			if (json_is_integer(hi) && json_integer_value(hi) >= 0)
+				s->high_watermark = json_integer_value(hi);
+		}
+		LWLockRelease(flyt_shared->lock);
+	}
+	json_decref(root);
+}
+
+/* Closes the Kafka handles; apply says whether to record what was delivered. */
+static void
+close_kafka(bool apply)
+{
+	if (!worker.kafka_open)
+		return;
+	flyt_kafka_close(&worker.kafka, apply ? SHUTDOWN_FLUSH_MS : 0);
+	worker.kafka_open = false;
+	if (apply && worker.pump.nreports > 0)
+	{
+		begin_step("flyt_instance: recording deliveries");
+		flyt_pump_apply_reports(&worker.pump, &worker.breaker);
+		end_step();
+	}
+	flyt_pump_forget_in_flight(&worker.pump);
+	flyt_consumer_reset(&worker.consumer);
+	for (int i = 0; i < 2; i++)
+		worker.stats[i] = NULL; /* freed with the handles */
+	worker.producer_up = worker.consumer_up = false;
+	worker.all_brokers_down = worker.fatal_error = false;
+	build_wait_events();
+	if (flyt_shared != NULL)
+	{
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		flyt_shared->connected = false;
+		flyt_shared->npartitions = 0;
+		flyt_shared->in_flight = 0;
+		LWLockRelease(flyt_shared->lock);
+	}
+}
+
+/* Makes the Kafka handles, subscribes and provisions the topics. */
+static void
+open_kafka(void)
+{
+	if (!flyt_kafka_open(&worker.kafka, &callbacks, NULL))
+	{
+		worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_RETRY_MS);
+		set_state(FLYT_WORKER_RUNNING, "the Kafka settings do not make a working client (see the server log)");
+		return;
+	}
+	worker.kafka_open = true;
+	build_wait_events();
+	flyt_breaker_init(&worker.breaker);
+
+	begin_step("flyt_instance: reading consumer offsets");
+	flyt_consumer_load_offsets(&worker.consumer);
+	end_step();
+	if (!flyt_consumer_subscribe(&worker.consumer, worker.kafka.consumer))
+	{
+		close_kafka(false);
+		worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_RETRY_MS);
+		return;
+	}
+	flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+	ereport(LOG,
+			(errmsg("flyt_instance: connecting to Kafka at %s", flyt_kafka_bootstrap_servers)));
+}
+
+/* Serves every queue librdkafka wakes the worker for, without waiting. */
+static void
+serve_kafka(void)
+{
+	flyt_kafka_drain_wake_fd(&worker.kafka);
+	(void) rd_kafka_poll(worker.kafka.producer, 0);
+	flyt_admin_serve(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+	read_stats(0, worker.kafka.producer);
+	read_stats(1, worker.kafka.consumer);
+	flyt_kafka_serve_logs();
+
+	if (worker.fatal_error)
+	{
+		char		reason[512];
+
+		(void) rd_kafka_fatal_error(worker.kafka.producer, reason, sizeof(reason));
+		ereport(LOG,
+				(errmsg("flyt_instance: the Kafka producer failed fatally; making a new one"),
+				 errdetail_internal("%s", reason)));
+		close_kafka(false);
+		return;
+	}
+	if (worker.all_brokers_down)
+	{
+		worker.all_brokers_down = false;
+		worker.producer_up = false;
+		flyt_breaker_trip(&worker.breaker, "all brokers are down");
+	}
+}
+
+/* Is flyt_instance installed in this database?  Checked at most once a second. */
+static bool
+extension_present(TimestampTz now)
+{
+	bool		present;
+
+	if (worker.extension_ready &&
+		!TimestampDifferenceExceeds(worker.extension_checked_at, now, IDLE_WAKE_MS))
+		return true;
+	begin_step("flyt_instance: looking for the extension");
+	present = OidIsValid(get_extension_oid("flyt_instance", true));
+	if (present && !worker.extension_ready)
+		flyt_cleanup_recover();
+	end_step();
+	worker.extension_checked_at = now;
+	if (present && !worker.extension_ready)
+		ereport(LOG,
+				(errmsg("flyt_instance: extension found in database \"%s\"", flyt_database)));
+	worker.extension_ready = present;
+	return present;
+}
+
+/* One batch of consumed messages, applied in one transaction. */
+static void
+consume(void)
+{
+	rd_kafka_message_t *messages[FLYT_CONSUMER_BATCH];
+	int			n;
+
+	n = flyt_consumer_poll(&worker.consumer, worker.kafka.consumer, messages, FLYT_CONSUMER_BATCH);
+	flyt_kafka_serve_logs();
+	if (worker.consumer.failed)
+	{
+		ereport(LOG, (errmsg("flyt_instance: a consumer rebalance failed; reconnecting")));
+		for (int i = 0; i < n; i++)
+			rd_kafka_message_destroy(messages[i]);
+		close_kafka(false);
+		return;
+	}
+	if (n == 0)
+		return;
+	begin_step("flyt_instance: applying consumed messages");
+	flyt_consumer_apply(&worker.consumer, messages, n);
+	end_step();
+	flyt_consumer_committed(&worker.consumer, worker.kafka.consumer, messages, n);
+	worker.pump.more = true;	/* the batch queued events */
+}
+
+/* Publishes what flyt_status() shows of the worker. */
+static void
+publish(TimestampTz next_cleanup_at)
+{
+	if (flyt_shared == NULL)
+		return;
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	flyt_shared->connected = worker.kafka_open && (worker.producer_up || worker.consumer_up);
+	flyt_shared->in_flight = worker.pump.in_flight;
+	flyt_shared->next_cleanup_at = next_cleanup_at;
+	LWLockRelease(flyt_shared->lock);
+}
+
+static long
+ms_until(TimestampTz then, TimestampTz now)
+{
+	if (then <= now)
+		return 0;
+	return (long) ((then - now) / 1000) + 1;
+}
+
+/* One pass over everything; returns how long the worker may sleep (ms). */
+static long
+run_pass(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next_cleanup_at;
+	long		timeout = IDLE_WAKE_MS;
+	int			room = 0;
+
+	if (!extension_present(now))
+	{
+		close_kafka(false);
+		set_state(FLYT_WORKER_WAITING_FOR_EXTENSION,
+				  psprintf("CREATE EXTENSION flyt_instance has not run in database \"%s\"", flyt_database));
+		publish(0);
+		return IDLE_WAKE_MS;
+	}
+
+	if (flyt_kafka_bootstrap_servers == NULL || flyt_kafka_bootstrap_servers[0] == '\0')
+	{
+		close_kafka(true);
+		set_state(FLYT_WORKER_KAFKA_OFF, "kafka is not configured (flyt_instance.kafka_bootstrap_servers is empty)");
+	}
+	else
+	{
+		if (worker.kafka_open && strcmp(worker.kafka.settings, flyt_kafka_settings_signature()) != 0)
+		{
+			ereport(LOG, (errmsg("flyt_instance: Kafka settings changed; reconnecting")));
+			close_kafka(true);
+		}
+		if (!worker.kafka_open && now >= worker.kafka_retry_at)
+			open_kafka();
+		if (worker.kafka_open)
+			set_state(FLYT_WORKER_RUNNING, NULL);
+	}
+
+	if (worker.kafka_open)
+	{
+		serve_kafka();
+	}
+	if (worker.kafka_open)
+	{
+		if (worker.admin.retention_ms != flyt_topic_retention_ms())
+			flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+		if (worker.pump.nreports > 0)
+		{
+			begin_step("flyt_instance: recording deliveries");
+			flyt_pump_apply_reports(&worker.pump, &worker.breaker);
+			end_step();
+		}
+		consume();
+	}
+	if (worker.kafka_open)
+	{
+		room = flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight);
+		if (room > 0 && flyt_pump_wants_scan(&worker.pump, now))
+		{
+			begin_step("flyt_instance: sending outbox messages");
+			(void) flyt_pump_send(&worker.pump, worker.kafka.producer, room);
+			end_step();
+			(void) rd_kafka_poll(worker.kafka.producer, 0);
+		}
+	}
+
+	next_cleanup_at = flyt_cleanup_next_at(&worker.cleanup);
+	if (now >= next_cleanup_at)
+	{
+		begin_step("flyt_instance: cleanup");
+		flyt_cleanup_step(&worker.cleanup);
+		end_step();
+		worker.pump.more = true;	/* the batch queued events */
+		next_cleanup_at = flyt_cleanup_next_at(&worker.cleanup);
+	}
+	publish(next_cleanup_at);
+
+	/* how long until something is due */
+	now = GetCurrentTimestamp();
+	timeout = Min(timeout, ms_until(next_cleanup_at, now));
+	if (!worker.kafka_open && worker.kafka_retry_at > now &&
+		flyt_kafka_bootstrap_servers != NULL && flyt_kafka_bootstrap_servers[0] != '\0')
+		timeout = Min(timeout, ms_until(worker.kafka_retry_at, now));
+	if (worker.kafka_open)
+	{
+		long		breaker_ms = flyt_breaker_wait_ms(&worker.breaker, now);
+
+		if (worker.consumer.more)
+			timeout = 0;
+		if (worker.pump.more && worker.pump.in_flight < flyt_max_in_flight &&
+			flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0)
+			timeout = 0;
+		if (breaker_ms >= 0)
+			timeout = Min(timeout, breaker_ms);
+		if (worker.pump.next_retry_at != 0)
+			timeout = Min(timeout, ms_until(worker.pump.next_retry_at, now));
+	}
+	return Max(timeout, 0);
+}
+
+/*
+ * After an error in a pass: report it, roll back, and start Kafka afresh so
+ * that nothing half-done survives (the outbox and the stored offsets are
+ * the truth).
+ */
+static void
+recover_from_error(void)
+{
+	MemoryContextSwitchTo(TopMemoryContext);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (worker.cleanup.run_id != 0)
+	{
+		PG_TRY();
+		{
+			begin_step("flyt_instance: recording a failed cleanup");
+			flyt_cleanup_failed(&worker.cleanup, "a cleanup batch failed (see the server log)");
+			end_step();
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			worker.cleanup.run_id = 0;
+		}
+		PG_END_TRY();
+	}
+	close_kafka(false);
+	worker.extension_ready = false;
+	worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IDLE_WAKE_MS);
+}
+
+/* Entry point of the background worker. */
+void
+flyt_worker_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	if (flyt_shared != NULL)
+	{
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		flyt_shared->worker_pid = MyProcPid;
+		flyt_shared->worker_latch = MyLatch;
+		flyt_shared->started_at = GetCurrentTimestamp();
+		flyt_shared->state = FLYT_WORKER_STARTING;
+		LWLockRelease(flyt_shared->lock);
+	}
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	/* a standby only waits: nothing may be written there */
+	while (RecoveryInProgress())
+	{
+		set_state(FLYT_WORKER_STANDBY, "the server is a standby");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 IDLE_WAKE_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (got_sigterm)
+			proc_exit(0);
+	}
+
+	set_state(FLYT_WORKER_STARTING, NULL);
+	BackgroundWorkerInitializeConnection(flyt_database, NULL, 0);
+	pgstat_report_appname("flyt_instance worker");
+
+	memset(&worker, 0, sizeof(worker));
+	worker.pass_context = AllocSetContextCreate(TopMemoryContext, "flyt_instance worker pass",
+												ALLOCSET_DEFAULT_SIZES);
+	flyt_pump_init(&worker.pump);
+	flyt_consumer_init(&worker.consumer);
+	flyt_breaker_init(&worker.breaker);
+	worker.cleanup.worker_started_at = GetCurrentTimestamp();
+	build_wait_events();
+
+	while (!got_sigterm)
+	{
+		long		timeout;
+		WaitEvent	events[3];
+		int			nevents;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(worker.pass_context);
+		MemoryContextSwitchTo(worker.pass_context);
+		PG_TRY();
+		{
+			timeout = run_pass();
+		}
+		PG_CATCH();
+		{
+			recover_from_error();
+			timeout = IDLE_WAKE_MS;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		if (got_sigterm)
+			break;
+		nevents = WaitEventSetWait(worker.events, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+		for (int i = 0; i < nevents; i++)
+		{
+			/* a committed transaction queued messages (or a signal came) */
+			if (events[i].events & WL_LATCH_SET)
+				worker.pump.more = true;
+		}
+		ResetLatch(MyLatch);
+	}
+
+	/* SIGTERM: hand over what is in flight, within a bound, and leave */
+	set_state(FLYT_WORKER_STOPPING, "the worker is stopping");
+	PG_TRY();
+	{
+		close_kafka(true);
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+	}
+	PG_END_TRY();
+	proc_exit(0);
+}
