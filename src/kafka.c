@@ -245,6 +245,17 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 		rd_kafka_conf_destroy(conf);
 		goto fail;
 	}
+	/*
+	 * librdkafka's default of five minutes before a message times out would
+	 * hold a half-open circuit's probe that long; the user may still choose.
+	 */
+	if (strstr(flyt_kafka_config, "message.timeout.ms") == NULL &&
+		strstr(flyt_kafka_config, "delivery.timeout.ms") == NULL &&
+		!set_property(conf, "message.timeout.ms", "30000"))
+	{
+		rd_kafka_conf_destroy(conf);
+		goto fail;
+	}
 	rd_kafka_conf_set_dr_msg_cb(conf, callbacks->delivery);
 	kafka->producer = new_handle(RD_KAFKA_PRODUCER, conf);
 	if (kafka->producer == NULL)
