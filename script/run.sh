@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
-# script/run.sh — what `make run` runs after building and installing: a
-# throw-away cluster on 127.0.0.1 with flyt_instance preloaded and one sample
-# instance registered.  Prints how to use it, then waits until Ctrl-C (or
+# script/run.sh — what `make run` runs after building and installing: the
+# embedded Kafka broker (broker/flyt_broker, librdkafka's mock cluster) and a
+# throw-away cluster on 127.0.0.1 with flyt_instance preloaded, its worker
+# connected to the broker, and one sample instance registered.  Prints how to use it, then waits until Ctrl-C (or
 # SIGTERM/SIGHUP) and removes everything.  Does not read standard input.
 #
 # Environment:
@@ -21,10 +22,16 @@ cd "$repo"
 # The background `sleep` we wait on; killed on the way out (background jobs
 # of a non-interactive shell ignore Ctrl-C, so it would linger otherwise).
 sleep_pid=
+broker_pid=
 on_exit() {
 	if [ -n "$sleep_pid" ]; then
 		kill "$sleep_pid" 2>/dev/null || true
 		sleep_pid=
+	fi
+	if [ -n "$broker_pid" ]; then
+		kill "$broker_pid" 2>/dev/null || true
+		wait "$broker_pid" 2>/dev/null || true
+		broker_pid=
 	fi
 	if [ -n "${CLUSTER_DIR:-}" ]; then
 		echo
@@ -47,11 +54,28 @@ for f in "$headers_file" "$instance_file"; do
 	fi
 done
 
+# --- broker ------------------------------------------------------------------
+# The broker runs until its standard input closes: a coprocess keeps that
+# pipe open for as long as this script runs.
+echo "Starting the embedded Kafka broker..."
+coproc BROKER { exec "$repo/broker/flyt_broker" --topics-for fintlabs.no 2>/dev/null; }
+broker_pid=$BROKER_PID
+bootstrap=
+if read -r -t 30 line <&"${BROKER[0]}"; then
+	bootstrap=${line#bootstrap=}
+fi
+if [ -z "$bootstrap" ]; then
+	echo "run: the embedded broker did not start" >&2
+	exit 1
+fi
+
 # --- cluster -----------------------------------------------------------------
 echo "Starting a throw-away PostgreSQL cluster..."
 cluster_create -l 127.0.0.1 \
 	-c "shared_preload_libraries = 'flyt_instance'" \
-	-c "flyt_instance.org_id = 'fintlabs.no'"
+	-c "flyt_instance.org_id = 'fintlabs.no'" \
+	-c "flyt_instance.kafka_bootstrap_servers = '$bootstrap'" \
+	-c "flyt_instance.kafka_config = 'session.timeout.ms=6000;heartbeat.interval.ms=500'"
 cluster_start
 cluster_env
 
@@ -73,6 +97,7 @@ flyt_instance is running.
 
   data directory:  $CLUSTER_DATA
   server log:      $CLUSTER_LOG
+  Kafka broker:    $bootstrap (librdkafka's mock cluster, in memory)
   sample instance: id $instance_id, from $fixtures
 
 Connect with:
@@ -85,10 +110,25 @@ Try:
   SELECT flyt_retry($instance_id);
   SELECT * FROM flyt_retry_batch(ARRAY[$instance_id,2]);
   SELECT * FROM flyt_instance_history($instance_id);
-  SELECT id, topic, key, headers, value FROM flyt.outbox ORDER BY id;
+  SELECT jsonb_pretty(flyt_status());
+  SELECT flyt_metrics();
 
-Until the background worker is pointed at a Kafka broker, the events the
-extension produces wait in flyt.outbox.
+Watch what the worker produces (one command per topic):
+
+  kcat -C -b $bootstrap -o beginning -f '%t key=%k %h\\n%s\\n\\n' \\
+       -t fintlabs-no.flyt.event.instance-registered
+  kcat -C -b $bootstrap -o beginning -f '%t key=%k %h\\n%s\\n\\n' \\
+       -t fintlabs-no.flyt.event.instance-requested-for-retry
+
+Feed it an instance, as the Flyt services upstream would:
+
+  kcat -P -b $bootstrap -t fintlabs-no.flyt.event.instance-received \\
+       -H "flyt.instance-flow-headers=\$(cat $headers_file)" $instance_file
+
+and dispatch one (deletes it and produces instance-deleted):
+
+  kcat -P -b $bootstrap -t fintlabs-no.flyt.event.instance-dispatched \\
+       -H "flyt.instance-flow-headers={\\"sourceApplicationId\\":2,\\"correlationId\\":\\"9b7a1f0e-3c55-4e0a-9d1e-5f2b0c1d7a11\\",\\"instanceId\\":$instance_id}" $instance_file
 
 Press Ctrl-C to stop the cluster and remove it.
 EOF
