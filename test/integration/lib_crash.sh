@@ -200,6 +200,19 @@ lc_worker_pid_is_not() {
 	[ -n "$p" ] && [ "$p" != "$1" ]
 }
 
+# lc_status_pid — flyt_status()->'worker'->>'pid' (empty on error).
+lc_status_pid() {
+	timeout 10 psql -X -qAt -d postgres -c "SELECT flyt_status()->'worker'->>'pid'" 2>/dev/null || true
+}
+
+# lc_worker_process_alive — the pid flyt_status() reports is a live
+# flyt_instance process (works where the worker has no database connection).
+lc_worker_process_alive() {
+	local p
+	p=$(lc_status_pid)
+	[[ $p =~ ^[0-9]+$ ]] && grep -qa flyt_instance "/proc/$p/cmdline" 2>/dev/null
+}
+
 # lc_state — flyt_status()->'worker'->>'state' (empty on error).
 lc_state() {
 	timeout 10 psql -X -qAt -d postgres -c "SELECT flyt_status()->'worker'->>'state'" 2>/dev/null || true

@@ -164,7 +164,7 @@ if [ -n "$pid" ] && kill -TERM "$pid"; then
 		lc_pass "after kill -TERM $pid the postmaster starts a new worker (pid $(lc_worker_pid))"
 	else
 		lc_fail "after kill -TERM $pid the postmaster starts a new worker within 30 s" \
-			"worker pid now '$(lc_worker_pid)'"
+			"worker pid now '$(lc_worker_pid)'; flyt_status()->'worker' = $(lc_sql "SELECT flyt_status()->'worker'")"
 	fi
 	if lc_wait 30 lc_state_in running; then
 		lc_pass "the new worker is running"
@@ -191,11 +191,18 @@ else
 		lc_fail "the standby is in recovery"
 		sb_ok=0
 	fi
-	if lc_wait 30 lc_on_standby lc_worker_alive; then
-		lc_pass "on the standby the worker is alive (pid $(lc_on_standby lc_worker_pid))"
+	# A worker waiting for promotion need not have a database connection
+	# yet, and then is not in pg_stat_activity: check its process instead.
+	if lc_wait 30 lc_on_standby lc_worker_process_alive; then
+		lc_pass "on the standby the worker process is alive (pid $(lc_on_standby lc_status_pid))"
 	else
-		lc_fail "on the standby the worker is alive within 30 s" \
-			"backends: $(lc_on_standby lc_sql "SELECT string_agg(backend_type, ', ') FROM pg_stat_activity")"
+		lc_fail "on the standby the worker process is alive within 30 s" \
+			"flyt_status() = $(lc_on_standby lc_sql 'SELECT flyt_status()'); backends: $(lc_on_standby lc_sql "SELECT string_agg(backend_type, ', ') FROM pg_stat_activity")"
+	fi
+	if lc_on_standby lc_worker_alive; then
+		echo "# on the standby the worker is in pg_stat_activity"
+	else
+		echo "# on the standby the worker is not in pg_stat_activity (no database connection while it waits)"
 	fi
 	if lc_wait 30 lc_on_standby lc_state_in standby; then
 		lc_pass "on the standby the state is standby"
@@ -220,6 +227,11 @@ lc_standby_destroy
 
 # --- G. fast stop with the worker running --------------------------------------------
 
+if ! lc_state_in running; then
+	# E may have left no worker: restart the server for a fresh one.
+	echo "# no running worker (state '$(lc_state)'): restarting the server"
+	cluster_restart
+fi
 if lc_wait 30 lc_state_in running; then
 	lc_pass "the worker is running before the fast stop"
 else
