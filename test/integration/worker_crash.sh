@@ -69,6 +69,11 @@ else
 	lc_fail "the worker starts ingesting within 60 s" "instances: $(lc_sql 'SELECT count(*) FROM flyt.instance')"
 fi
 
+if lc_wait 15 grep -q 'flyt_instance worker.*terminated by signal 9' "$CLUSTER_LOG"; then
+	lc_pass "the server log shows the worker killed by signal 9"
+else
+	lc_fail "the server log shows the worker killed by signal 9" "$(grep -E 'terminated|signal' "$CLUSTER_LOG" | tail -n 3)"
+fi
 if lc_wait 60 lc_worker_pid_is_not "$pid"; then
 	lc_pass "the worker is back after kill -9 (pid $(lc_worker_pid))"
 else
