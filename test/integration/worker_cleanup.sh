@@ -62,11 +62,16 @@ aged=$(sql "WITH u AS (UPDATE flyt.instance SET created_at = now() - interval '9
 check_eq "three instances aged by 90 days" 3 "$aged"
 aged_at=$SECONDS
 
+cleaned=1
 if wait_until "$WAIT" sql_is 0 "SELECT count(*) FROM flyt.instance WHERE id IN ($OLD)"; then
 	pass "the three old instances are deleted by the scheduled cleanup (in $((SECONDS - aged_at)) s)"
 else
+	cleaned=0
+	wpid=$(status_field "->'worker'->>'pid'")
 	fail "the three old instances are deleted by the scheduled cleanup" \
-		"cleanup runs: $(runs_dump)" "cleanup status: $(status_field "->'cleanup'")"
+		"cleanup runs: $(runs_dump)" "cleanup status: $(status_field "->'cleanup'")" \
+		"worker pid $wpid: $(ps -o %cpu=,time= -p "$wpid" 2>/dev/null || echo gone) (%cpu, cpu time)" \
+		"worker activity: $(sql_quiet "SELECT state || ' | ' || coalesce(wait_event, '-') || ' | ' || query FROM pg_stat_activity WHERE pid = $wpid")"
 fi
 check_eq "the two young instances stay" 2 "$(sql "SELECT count(*) FROM flyt.instance WHERE id IN ($YOUNG)")"
 
@@ -86,23 +91,27 @@ check_eq "runs' cutoff is about 60 days back" 0 \
 check_eq "history keeps one DELETED row per deleted instance" 3 \
 	"$(sql "SELECT count(*) FROM flyt.instance_event WHERE instance_id IN ($OLD) AND event_type = 'DELETED'")"
 
-if wait_messages "$T_DELETED" 3; then
-	pass "three instance-deleted messages reach Kafka"
+if [ "$cleaned" = 0 ]; then
+	note "skipping the instance-deleted checks: the cleanup did not delete the instances"
 else
-	fail "three instance-deleted messages reach Kafka" "outbox: $(sql_quiet 'SELECT count(*) FROM flyt.outbox')"
-fi
-F=$WORK/$T_DELETED.json
-jcheck "exactly three instance-deleted messages" "$F" 'length == 3'
-jcheck "their keys are the three old instance ids" "$F" '[.[] | .key | tonumber] | sort == $old' --argjson old "$OLD_JSON"
-jcheck "their values are null" "$F" 'all(.[]; .payload == null)'
-jcheck "their flow headers carry instanceId = key" "$F" 'all(.[]; (flow.instanceId | tostring) == .key)'
-jcheck "their flow headers carry the stored sourceApplicationInstanceIds" "$F" \
-	'[.[] | flow.sourceApplicationInstanceId] | sort == ["cleanup-1", "cleanup-2", "cleanup-3"]'
-jcheck "their flyt.event-id headers are numeric" "$F" 'all(.[]; eventid | isnum)'
-if wait_until "$WAIT" outbox_is 0; then
-	pass "outbox empty after the cleanup"
-else
-	fail "outbox empty after the cleanup"
+	if wait_messages "$T_DELETED" 3; then
+		pass "three instance-deleted messages reach Kafka"
+	else
+		fail "three instance-deleted messages reach Kafka" "outbox: $(sql_quiet 'SELECT count(*) FROM flyt.outbox')"
+	fi
+	F=$WORK/$T_DELETED.json
+	jcheck "exactly three instance-deleted messages" "$F" 'length == 3'
+	jcheck "their keys are the three old instance ids" "$F" '[.[] | .key | tonumber] | sort == $old' --argjson old "$OLD_JSON"
+	jcheck "their values are null" "$F" 'length == 3 and all(.[]; .payload == null)'
+	jcheck "their flow headers carry instanceId = key" "$F" 'length == 3 and all(.[]; (flow.instanceId | tostring) == .key)'
+	jcheck "their flow headers carry the stored sourceApplicationInstanceIds" "$F" \
+		'[.[] | flow.sourceApplicationInstanceId] | sort == ["cleanup-1", "cleanup-2", "cleanup-3"]'
+	jcheck "their flyt.event-id headers are numeric" "$F" 'length == 3 and all(.[]; eventid | isnum)'
+	if wait_until "$WAIT" outbox_is 0; then
+		pass "outbox empty after the cleanup"
+	else
+		fail "outbox empty after the cleanup"
+	fi
 fi
 
 # --- the schedule, seen from flyt_status() ----------------------------------------------------

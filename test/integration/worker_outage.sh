@@ -102,6 +102,11 @@ REASON=$(status_field "->>'reason'")
 note "reason while the broker is down: $REASON"
 note "kafka while down: $(status_field "->'kafka'")"
 check "status DOWN has a reason" [ -n "$REASON" ]
+if wait_until "$WAIT" sql_is false "SELECT flyt_status()->'kafka'->>'connected'"; then
+	pass "kafka.connected becomes false while all brokers are down"
+else
+	fail "kafka.connected becomes false while all brokers are down" "kafka: $(status_field "->'kafka'")"
+fi
 check_eq "the outbox keeps the three rows" 3 "$(outbox_count)"
 if holds_for 3 outbox_is 3; then
 	pass "the outbox keeps the three rows while the broker stays down (3 s)"

@@ -83,7 +83,7 @@ fi
 ID=$(sql "SELECT max(id) FROM flyt.instance")
 check_eq "consumer_offset of instance-received/0 is 1" 1 \
 	"$(sql "SELECT next_offset FROM flyt.consumer_offset WHERE topic = '$T_RECEIVED' AND kafka_partition = 0")"
-check_eq "stored flow headers are the fixture's with instanceId" true \
+check_eq "stored flow headers are the fixture's with instanceId" t \
 	"$(sql -v h="$FIX_HEADERS" "SELECT flow_headers = (:'h'::jsonb || jsonb_build_object('instanceId', id)) FROM flyt.instance WHERE id = $ID")"
 
 DTO=$(sql "SELECT flyt_instance($ID)")
