@@ -204,7 +204,7 @@ TimestampTz
 flyt_cleanup_next_at(FlytCleanupRun *run)
 {
 	if (run->run_id != 0)
-		return GetCurrentTimestamp();	/* a run is under way: continue it */
+		return 0;				/* a run is under way: continue it now */
 	if (run->last_started_at == 0)
 		return run->worker_started_at + flyt_cleanup_initial_delay_ms * 1000;
 	return run->last_started_at + flyt_cleanup_interval_ms * 1000;

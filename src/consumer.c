@@ -361,15 +361,23 @@ message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
 
 /*
  * The flow headers of the message being applied, once they could be read:
- * what an instance-registration-error carries.  Static, not a local of the
- * PG_TRY block, so that the error path sees what was set before the error.
+ * what an instance-registration-error carries.  Set inside the
+ * subtransaction and read after it failed.
  */
 static char *known_headers = NULL;
 
+typedef struct ApplyMessage
+{
+	const rd_kafka_message_t *msg;
+	bool		received;
+} ApplyMessage;
+
 /* Applies one message; raises an error when it cannot be applied. */
 static void
-apply_message(const rd_kafka_message_t *msg, bool received)
+apply_message(void *arg)
 {
+	const rd_kafka_message_t *msg = ((ApplyMessage *) arg)->msg;
+	bool		received = ((ApplyMessage *) arg)->received;
 	FlytFlowHeaders headers;
 
 	message_flow_headers(msg, &headers);
@@ -429,8 +437,6 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n
 {
 	static const Oid offset_types[] = {TEXTOID, INT4OID, INT8OID};
 	char	   *received_topic = flyt_topic_name(FLYT_EVENT_RECEIVED);
-	MemoryContext caller_context = CurrentMemoryContext;
-	ResourceOwner caller_owner = CurrentResourceOwner;
 	List	   *positions = NIL;	/* FlytOffset of this batch */
 	ListCell   *lc;
 
@@ -439,41 +445,23 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n
 		rd_kafka_message_t *msg = messages[i];
 		const char *topic = rd_kafka_topic_name(msg->rkt);
 		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
-		bool		received = strcmp(topic, received_topic) == 0;
+		ApplyMessage apply = {msg, strcmp(topic, received_topic) == 0};
+		ErrorData  *edata;
 
 		/* applied before: Kafka delivered it again */
 		if (stored != NULL && msg->offset < stored->next_offset)
 			continue;
 
 		known_headers = NULL;
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(caller_context);
-		PG_TRY();
+		edata = flyt_run_isolated(apply_message, &apply);
+		if (edata != NULL)
 		{
-			apply_message(msg, received);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(caller_context);
-			CurrentResourceOwner = caller_owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(caller_context);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(caller_context);
-			CurrentResourceOwner = caller_owner;
-			if (flyt_error_is_systemic(edata->sqlerrcode))
-				ReThrowError(edata);
 			dead_letter(msg, topic, edata);
-			if (received && known_headers != NULL)
+			if (apply.received && known_headers != NULL)
 				flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, known_headers,
 									FLYT_ERROR_EVENT_VALUE);
 			FreeErrorData(edata);
 		}
-		PG_END_TRY();
 
 		positions = advance(positions, topic, msg->partition, msg->offset + 1);
 	}

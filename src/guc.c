@@ -18,6 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "duration.h"
@@ -427,12 +428,17 @@ check_role_pairs(char **newval, void **extra, GucSource source)
 void
 flyt_define_settings(void)
 {
+	/*
+	 * Only the postmaster can define a PGC_POSTMASTER setting; a backend that
+	 * loads the library later (no preload, so no worker) still shows the
+	 * value in flyt_status(), and cannot change it in a session either.
+	 */
 	DefineCustomStringVariable("flyt_instance.database",
 							   "Database the flyt_instance background worker connects to.",
 							   NULL,
 							   &flyt_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   check_database, NULL, NULL);
 

@@ -22,7 +22,6 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 #include "history.h"
@@ -107,6 +106,23 @@ flyt_retry(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(correlation_id);
 }
 
+/* One retry of a batch, for flyt_run_isolated. */
+typedef struct BatchRetry
+{
+	int64		instance_id;
+	const char *requested_by;
+	pg_uuid_t  *correlation_id;
+	FlytRetryOutcome outcome;
+} BatchRetry;
+
+static void
+batch_retry(void *arg)
+{
+	BatchRetry *r = arg;
+
+	r->outcome = flyt_retry_instance(r->instance_id, r->requested_by, r->correlation_id);
+}
+
 /*
  * Retries one instance in a subtransaction, so that an unexpected failure
  * is reported as an "error" row and undoes nothing but this instance.
@@ -116,37 +132,19 @@ static const char *
 retry_isolated(int64 instance_id, const char *requested_by,
 			   pg_uuid_t *correlation_id, char **error)
 {
-	MemoryContext caller_context = CurrentMemoryContext;
-	ResourceOwner caller_owner = CurrentResourceOwner;
-	FlytRetryOutcome outcome = FLYT_RETRY_QUEUED;
+	BatchRetry	r = {instance_id, requested_by, correlation_id, FLYT_RETRY_QUEUED};
+	ErrorData  *edata;
+	FlytRetryOutcome outcome;
 
 	*error = NULL;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller_context);
-	PG_TRY();
+	edata = flyt_run_isolated(batch_retry, &r);
+	if (edata != NULL)
 	{
-		outcome = flyt_retry_instance(instance_id, requested_by, correlation_id);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller_context);
-		CurrentResourceOwner = caller_owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller_context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller_context);
-		CurrentResourceOwner = caller_owner;
-		if (flyt_error_is_systemic(edata->sqlerrcode))
-			ReThrowError(edata);
 		*error = pstrdup(edata->message);
 		FreeErrorData(edata);
 		return "error";
 	}
-	PG_END_TRY();
+	outcome = r.outcome;
 
 	switch (outcome)
 	{

@@ -103,6 +103,21 @@ read_tables(TableFigures *t)
 	flyt_spi_finish();
 }
 
+/* A consistent copy of what the worker published; NULL without preload. */
+static FlytShared *
+copy_shared(void)
+{
+	FlytShared *s;
+
+	if (flyt_shared == NULL)
+		return NULL;
+	s = palloc(sizeof(FlytShared));
+	LWLockAcquire(flyt_shared->lock, LW_SHARED);
+	memcpy(s, flyt_shared, sizeof(FlytShared));
+	LWLockRelease(flyt_shared->lock);
+	return s;
+}
+
 /* Decides UP or DOWN, and why. */
 static const char *
 down_reason(const FlytShared *s)
@@ -133,7 +148,7 @@ down_reason(const FlytShared *s)
 Datum
 flyt_status(PG_FUNCTION_ARGS)
 {
-	FlytShared *s = NULL;
+	FlytShared *s;
 	TableFigures t;
 	json_t	   *root = json_object();
 	json_t	   *w = json_object();
@@ -148,13 +163,7 @@ flyt_status(PG_FUNCTION_ARGS)
 	int64		total_lag = 0;
 	bool		lag_known = false;
 
-	if (flyt_shared != NULL)
-	{
-		s = palloc(sizeof(FlytShared));
-		LWLockAcquire(flyt_shared->lock, LW_SHARED);
-		memcpy(s, flyt_shared, sizeof(FlytShared));
-		LWLockRelease(flyt_shared->lock);
-	}
+	s = copy_shared();
 	read_tables(&t);
 
 	reason = down_reason(s);
@@ -249,18 +258,12 @@ metric(StringInfo buf, const char *name, const char *type, const char *help)
 Datum
 flyt_metrics(PG_FUNCTION_ARGS)
 {
-	FlytShared *s = NULL;
+	FlytShared *s;
 	TableFigures t;
 	StringInfoData buf;
 	bool		up;
 
-	if (flyt_shared != NULL)
-	{
-		s = palloc(sizeof(FlytShared));
-		LWLockAcquire(flyt_shared->lock, LW_SHARED);
-		memcpy(s, flyt_shared, sizeof(FlytShared));
-		LWLockRelease(flyt_shared->lock);
-	}
+	s = copy_shared();
 	read_tables(&t);
 	up = down_reason(s) == NULL;
 	initStringInfo(&buf);

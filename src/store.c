@@ -14,6 +14,7 @@
 #include "pg_jansson.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -55,6 +56,44 @@ flyt_error_is_systemic(int sqlerrcode)
 		default:
 			return false;
 	}
+}
+
+/*
+ * Runs fn(arg) in a subtransaction, so that a failure undoes only what fn
+ * did.  Returns NULL when fn succeeded; otherwise the error (copied, with
+ * the error state cleared and the subtransaction rolled back), except that
+ * systemic errors are raised again.  The caller's memory context and
+ * resource owner are kept.
+ */
+ErrorData *
+flyt_run_isolated(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+		if (flyt_error_is_systemic(edata->sqlerrcode))
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return edata;
 }
 
 /* Raises the error for a NULL argument that must not be NULL. */

@@ -16,6 +16,7 @@
 #include "wire.h"
 
 extern bool flyt_error_is_systemic(int sqlerrcode);
+extern ErrorData *flyt_run_isolated(void (*fn) (void *arg), void *arg);
 extern void flyt_require_argument(FunctionCallInfo fcinfo, int argno,
 								  const char *name);
 extern int64 flyt_store_instance(FlytFlowHeaders *headers, json_t *payload);

@@ -655,7 +655,12 @@ flyt_worker_main(Datum arg)
 		ResetLatch(MyLatch);
 	}
 
-	/* SIGTERM: hand over what is in flight, within a bound, and leave */
+	/*
+	 * SIGTERM: hand over what is in flight, within a bound, and leave.  The
+	 * exit code 1 makes the postmaster start the worker again after
+	 * bgw_restart_time when it was not shutting down itself (someone ran
+	 * pg_terminate_backend or kill -TERM on the worker alone).
+	 */
 	set_state(FLYT_WORKER_STOPPING, "the worker is stopping");
 	PG_TRY();
 	{
@@ -668,5 +673,5 @@ flyt_worker_main(Datum arg)
 		AbortOutOfAnyTransaction();
 	}
 	PG_END_TRY();
-	proc_exit(0);
+	proc_exit(1);
 }
