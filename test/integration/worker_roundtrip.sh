@@ -14,8 +14,9 @@
 #     row each, registration-error events where the headers are readable,
 #     and the next message is applied;
 #   - flyt_status() UP, flyt_metrics() counters;
-#   - redelivery after a restart (fast, then immediate) never registers an
-#     instance twice.
+#   - redelivery after a restart (fast, then immediate) and a consumer group
+#     without committed offsets (application_id changed) never register an
+#     instance twice: the offsets stored in the database win.
 #
 # Own broker and cluster; both always stopped.  Prints ok/not ok lines and
 # "N passed, M failed"; exit status non-zero on any failure.
@@ -258,7 +259,18 @@ restart_round() {
 	n_inst=$(sql "SELECT count(*) FROM flyt.instance")
 	n_dl=$(sql "SELECT count(*) FROM flyt.dead_letter")
 	n_reg=$(topic_count "$T_REGISTERED")
-	if without_broker_fds cluster_restart "$mode"; then
+	if [ "$mode" = new-group ]; then
+		# A consumer group without committed offsets would start at the
+		# earliest offset: only the stored offsets keep it from applying
+		# everything again.
+		sql "ALTER SYSTEM SET flyt_instance.application_id = 'flyt-it-fresh-group'" >/dev/null
+		sql "SELECT pg_reload_conf()" >/dev/null
+		if wait_until "$WAIT" grep -q 'Kafka settings changed' "$CLUSTER_LOG"; then
+			pass "$name: the worker reconnects with the new consumer group"
+		else
+			fail "$name: the worker reconnects with the new consumer group" "no 'Kafka settings changed' in the server log"
+		fi
+	elif without_broker_fds cluster_restart "$mode"; then
 		pass "$name: cluster restarted ($mode)"
 	else
 		bail "$name: cluster restarted ($mode)"
@@ -286,7 +298,7 @@ restart_round() {
 	wait_until "$WAIT" outbox_empty || fail "$name: outbox empty after the restart"
 	wait_messages "$T_REGISTERED" "$((n_reg + 1))" || true
 	n_new=$(jval "$WORK/$T_REGISTERED.json" 'length')
-	if [ "$mode" = fast ]; then
+	if [ "$mode" != immediate ]; then
 		check_eq "$name: instance-registered messages: the old $n_reg + 1" "$((n_reg + 1))" "$n_new"
 	else
 		# After a crash a delivered row may be sent again (at-least-once):
@@ -301,5 +313,6 @@ restart_round() {
 
 restart_round fast after-restart
 restart_round immediate after-crash
+restart_round new-group after-group-change
 
 finish
