@@ -23,7 +23,8 @@ OBJS = \
 	src/breaker.o \
 	src/pump.o \
 	src/consumer.o \
-	src/worker.o
+	src/worker.o \
+	src/api.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 

@@ -9,8 +9,10 @@
 #     and exit 1.
 set -euo pipefail
 
-# The packages of SPEC.md section 1, plus gcc: PGXS compiles with the
-# compiler PostgreSQL was built with, and a fresh Debian 12 has none.
+# The packages of SPEC.md section 1, plus gcc and make: PGXS compiles with
+# the compiler PostgreSQL was built with, and a fresh Debian 12 has none;
+# plus what the tests use: jq and python3 (reading kcat's JSON, META.json).
+# .ci/run installs this same list.
 packages=(
 	postgresql-15
 	postgresql-server-dev-15
@@ -20,6 +22,9 @@ packages=(
 	libtap-parser-sourcehandler-pgtap-perl
 	kcat
 	gcc
+	make
+	jq
+	python3
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

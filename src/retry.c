@@ -179,39 +179,21 @@ typedef struct SeenEntry
 #include "lib/simplehash.h"
 
 /*
- * flyt_retry_batch(instance_ids bigint[]) → setof (instance_id, status,
- * correlation_id, error): each distinct id retried independently, in the
- * order given.
+ * Retries each distinct id of ids[0..n) independently, in the order given,
+ * writing one row per id to a materialized SRF result: (instance_id,
+ * status, correlation_id, error).  A NULL (nulls[i]) is one not_found row.
  */
-Datum
-flyt_retry_batch(PG_FUNCTION_ARGS)
+void
+flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ArrayType  *ids;
-	Datum	   *elems;
-	bool	   *elem_nulls;
-	int			nelems;
+	char	   *requested_by = flyt_requested_by();
+	seen_hash  *seen = seen_create(CurrentMemoryContext, Max(n, 8), NULL);
 	bool		null_reported = false;
-	char	   *requested_by;
-	seen_hash  *seen;
 
-	flyt_require_argument(fcinfo, 0, "instance_ids");
-	ids = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(ids) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("instance_ids must be a one-dimensional array")));
-
-	InitMaterializedSRF(fcinfo, 0);
-	deconstruct_array(ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
-					  &elems, &elem_nulls, &nelems);
-	requested_by = flyt_requested_by();
-	seen = seen_create(CurrentMemoryContext, Max(nelems, 8), NULL);
-
-	for (int i = 0; i < nelems; i++)
+	for (int i = 0; i < n; i++)
 	{
 		Datum		values[4];
-		bool		nulls[4] = {false, false, true, true};
+		bool		isnull[4] = {false, false, true, true};
 		pg_uuid_t  *correlation_id;
 		char	   *error;
 		const char *status;
@@ -219,20 +201,20 @@ flyt_retry_batch(PG_FUNCTION_ARGS)
 		int64		id;
 
 		CHECK_FOR_INTERRUPTS();
-		if (elem_nulls[i])
+		if (nulls != NULL && nulls[i])
 		{
 			if (null_reported)
 				continue;
 			null_reported = true;
-			nulls[0] = true;
+			isnull[0] = true;
 			values[1] = CStringGetTextDatum("not_found");
 			values[3] = CStringGetTextDatum("instance id is null");
-			nulls[3] = false;
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			isnull[3] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
 			continue;
 		}
 
-		id = DatumGetInt64(elems[i]);
+		id = DatumGetInt64(ids[i]);
 		(void) seen_insert(seen, id, &found);
 		if (found)
 			continue;
@@ -244,15 +226,40 @@ flyt_retry_batch(PG_FUNCTION_ARGS)
 		if (error == NULL)
 		{
 			values[2] = UUIDPGetDatum(correlation_id);
-			nulls[2] = false;
+			isnull[2] = false;
 		}
 		else
 		{
 			values[3] = CStringGetTextDatum(error);
-			nulls[3] = false;
+			isnull[3] = false;
 		}
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
 	}
+}
 
+/*
+ * flyt_retry_batch(instance_ids bigint[]) → setof (instance_id, status,
+ * correlation_id, error): each distinct id retried independently, in the
+ * order given.
+ */
+Datum
+flyt_retry_batch(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+
+	flyt_require_argument(fcinfo, 0, "instance_ids");
+	ids = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(ids) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("instance_ids must be a one-dimensional array")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	deconstruct_array(ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
+					  &elems, &elem_nulls, &nelems);
+	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, elems, elem_nulls, nelems);
 	return (Datum) 0;
 }
