@@ -296,8 +296,13 @@ close_kafka(bool apply)
 	}
 	flyt_pump_forget_in_flight(&worker.pump);
 	flyt_consumer_reset(&worker.consumer);
+	/* statistics not read yet (rd_kafka_mem_free needs no handle) */
 	for (int i = 0; i < 2; i++)
-		worker.stats[i] = NULL; /* freed with the handles */
+	{
+		if (worker.stats[i] != NULL)
+			rd_kafka_mem_free(NULL, worker.stats[i]);
+		worker.stats[i] = NULL;
+	}
 	worker.producer_up = worker.consumer_up = false;
 	worker.all_brokers_down = worker.fatal_error = false;
 	build_wait_events();
