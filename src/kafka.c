@@ -320,21 +320,37 @@ flyt_kafka_drain_wake_fd(FlytKafka *kafka)
 void
 flyt_kafka_close(FlytKafka *kafka, int flush_ms)
 {
-	if (kafka->consumer != NULL)
+	/*
+	 * A graceful close leaves the consumer group at once (a faster rebalance
+	 * for whoever takes over) and serves the final revocation through the
+	 * rebalance callback.  It is bounded: if the brokers do not answer, the
+	 * revocation is acknowledged here and the handle destroyed anyway.
+	 * Without flush time the group is not left at all: a close started and
+	 * abandoned would make the destroy wait for it forever.
+	 */
+	if (kafka->consumer != NULL && flush_ms > 0)
 	{
 		rd_kafka_error_t *error;
 		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flush_ms);
 		rd_kafka_queue_t *close_queue = rd_kafka_queue_new(kafka->consumer);
+		bool		revoked_here = false;
 
 		error = rd_kafka_consumer_close_queue(kafka->consumer, close_queue);
 		if (error != NULL)
 			rd_kafka_error_destroy(error);
 		else
 		{
-			/* serves the final revocation through the rebalance callback */
-			while (!rd_kafka_consumer_closed(kafka->consumer) &&
-				   GetCurrentTimestamp() < deadline)
+			while (!rd_kafka_consumer_closed(kafka->consumer))
+			{
 				(void) rd_kafka_queue_poll_callback(close_queue, 50);
+				if (GetCurrentTimestamp() < deadline)
+					continue;
+				if (revoked_here)
+					break;
+				(void) rd_kafka_assign(kafka->consumer, NULL);
+				revoked_here = true;
+				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+			}
 		}
 		rd_kafka_queue_destroy(close_queue);
 	}

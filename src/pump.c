@@ -201,7 +201,7 @@ delivery_failed(int64 id, const char *error)
 	flyt_plan(&fail_plan,
 			  "UPDATE flyt.outbox SET attempts = attempts OPERATOR(pg_catalog.+) 1, "
 			  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => "
-			  "    pg_catalog.least($2 OPERATOR(pg_catalog.*) pg_catalog.power(2::pg_catalog.float8, attempts), $3) "
+			  "    LEAST($2 OPERATOR(pg_catalog.*) pg_catalog.power(2::pg_catalog.float8, attempts), $3) "
 			  "    OPERATOR(pg_catalog./) 1000.0), "
 			  "  last_error = $4 "
 			  "WHERE id OPERATOR(pg_catalog.=) $1 "
@@ -411,7 +411,12 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 					pump->more = true;
 					return sent;
 				}
-				/* refused outright (unknown topic, too large): a failed delivery */
+				/*
+				 * Refused outright (unknown topic, too large): a failed
+				 * delivery, and the later rows of its key must wait for it.
+				 */
+				if (key != NULL)
+					blocked = lappend(blocked, key);
 				if (pump->nreports < pump->reports_size)
 				{
 					pump->reports[pump->nreports].id = id;

@@ -528,7 +528,7 @@ run_pass(void)
 	{
 		long		breaker_ms = flyt_breaker_wait_ms(&worker.breaker, now);
 
-		if (worker.consumer.more)
+		if (worker.consumer.more || worker.pump.nreports > 0)
 			timeout = 0;
 		if (worker.pump.more && worker.pump.in_flight < flyt_max_in_flight &&
 			flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0)
