@@ -11,7 +11,10 @@ set -euo pipefail
 
 # The packages of SPEC.md section 1, plus gcc and make: PGXS compiles with
 # the compiler PostgreSQL was built with, and a fresh Debian 12 has none;
-# plus what the tests use: jq and python3 (reading kcat's JSON, META.json).
+# plus what the tests use: jq and python3 (reading kcat's JSON, META.json),
+# yamllint, nginx and envsubst (gettext-base) for the deployment files, and
+# kubectl (Debian's kubernetes-client, unless a kubectl is there already:
+# installing it over another package's /usr/bin/kubectl fails).
 # .ci/run installs this same list.
 packages=(
 	postgresql-15
@@ -25,6 +28,9 @@ packages=(
 	make
 	jq
 	python3
+	yamllint
+	nginx
+	gettext-base
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
@@ -42,6 +48,7 @@ for pkg in "${packages[@]}"; do
 	*) missing+=("$pkg") ;;
 	esac
 done
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
