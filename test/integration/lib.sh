@@ -358,7 +358,7 @@ require_worker() {
 	has=$(sql "SELECT to_regprocedure('flyt_status()') IS NOT NULL") ||
 		bail "cannot query the cluster"
 	if [ "$has" != t ]; then
-		bail "flyt_status() missing: worker not implemented yet"
+		bail "flyt_status() missing: the installed flyt_instance has no worker functions (make install?)"
 	fi
 	pass "flyt_status() exists"
 }

@@ -109,7 +109,7 @@ lc_init() {
 	local share
 	share=$("${PG_CONFIG:-pg_config}" --sharedir)/extension
 	if ! cat "$share"/flyt_instance--*.sql 2>/dev/null | grep -q 'flyt_status'; then
-		lc_bail "flyt_status() missing: worker not implemented yet" "not in $share/flyt_instance--*.sql"
+		lc_bail "flyt_status() missing: the installed flyt_instance has no worker functions (make install?)" "not in $share/flyt_instance--*.sql"
 	fi
 	LC_WORK=$(mktemp -d "${TMPDIR:-/tmp}/flyt_wtest.XXXXXX")
 	chmod 755 "$LC_WORK"
@@ -262,7 +262,7 @@ lc_create_extension() {
 		return 1
 	fi
 	if ! lc_sql_true "SELECT to_regprocedure('flyt_status()') IS NOT NULL"; then
-		lc_fail "flyt_status() missing: worker not implemented yet"
+		lc_fail "flyt_status() missing: the installed flyt_instance has no worker functions (make install?)"
 		return 2
 	fi
 	lc_pass "CREATE EXTENSION flyt_instance; flyt_status() exists"
