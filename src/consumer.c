@@ -37,6 +37,16 @@
 #include "store.h"
 #include "wire.h"
 
+/*
+ * The flow headers of the message being applied, once they could be read:
+ * what an instance-registration-error carries.  Set inside the
+ * subtransaction and read after it failed.
+ */
+static char *known_headers = NULL;
+
+static bool is_transient(int sqlerrcode);
+static FlytOffset *find_position(List *positions, const char *topic, int32 partition);
+
 static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr offset_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
@@ -194,7 +204,6 @@ flyt_consumer_rebalance(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_resp_er
 			error = rd_kafka_incremental_assign(rk, partitions);
 		else if (rd_kafka_assign(rk, partitions) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			consumer->failed = true;
-		publish_assignment(consumer, partitions);
 	}
 	else
 	{
@@ -202,7 +211,6 @@ flyt_consumer_rebalance(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_resp_er
 			error = rd_kafka_incremental_unassign(rk, partitions);
 		else
 			(void) rd_kafka_assign(rk, NULL);
-		publish_assignment(consumer, NULL);
 		if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
 			consumer->failed = true;
 	}
@@ -210,6 +218,17 @@ flyt_consumer_rebalance(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_resp_er
 	{
 		consumer->failed = true;
 		rd_kafka_error_destroy(error);
+	}
+
+	/* the whole assignment, not the change (cooperative rebalances are incremental) */
+	{
+		rd_kafka_topic_partition_list_t *assignment = NULL;
+
+		if (rd_kafka_assignment(rk, &assignment) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			publish_assignment(consumer, assignment);
+			rd_kafka_topic_partition_list_destroy(assignment);
+		}
 	}
 }
 
@@ -270,8 +289,13 @@ headers_json(const rd_kafka_message_t *msg)
 	{
 		for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; i++)
 		{
-			json_t	   *v = value ? json_stringn((const char *) value, size) : json_null();
+			json_t	   *v = NULL;
 
+			/* text as is; bytes that are not (NUL, invalid UTF-8) as \x hex */
+			if (value == NULL)
+				v = json_null();
+			else if (memchr(value, '\0', size) == NULL)
+				v = json_stringn((const char *) value, size);
 			if (v == NULL)
 			{
 				StringInfoData hex;
@@ -290,14 +314,17 @@ headers_json(const rd_kafka_message_t *msg)
 	return text;
 }
 
-/* Records a message that could not be applied. */
+/*
+ * Writes the dead-letter row of a message that could not be applied;
+ * minimal leaves out its key, headers and value.
+ */
 static void
-dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata)
+dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata, bool minimal)
 {
 	static const Oid argtypes[] = {TEXTOID, INT4OID, INT8OID, TEXTOID, BYTEAOID, JSONBOID,
-	BYTEAOID, JSONBOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	BYTEAOID, JSONBOID, TEXTOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char		sqlstate[6];
 	json_t	   *details;
 
@@ -305,8 +332,8 @@ dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata)
 			  "INSERT INTO flyt.dead_letter (topic, kafka_partition, kafka_offset, original_message_id, "
 			  "  message_key, headers, original_message_payload, failure_transience, "
 			  "  message_delivery_attempts, failure_details) "
-			  "VALUES ($1, $2, $3, $4, $5, $6, $7, 'PERMANENT', 1, $8)",
-			  8, argtypes);
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8)",
+			  9, argtypes);
 
 	strlcpy(sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(sqlstate));
 	details = json_pack("{s:s, s:s}", "errorMessage", edata->message ? edata->message : "",
@@ -321,16 +348,20 @@ dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata)
 	values[2] = Int64GetDatum(msg->offset);
 	values[3] = CStringGetTextDatum(psprintf("%s/%d/%lld", topic, (int) msg->partition,
 											 (long long) msg->offset));
-	if (msg->key != NULL)
+	if (msg->key != NULL && !minimal)
 		values[4] = bytes_datum(msg->key, msg->key_len);
 	else
 		nulls[4] = 'n';
-	values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_json(msg)));
-	if (msg->payload != NULL)
+	if (!minimal)
+		values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_json(msg)));
+	else
+		nulls[5] = 'n';
+	if (msg->payload != NULL && !minimal)
 		values[6] = bytes_datum(msg->payload, msg->len);
 	else
 		nulls[6] = 'n';
 	values[7] = DirectFunctionCall1(jsonb_in, CStringGetDatum(flyt_json_dump(details)));
+	values[8] = CStringGetTextDatum(is_transient(edata->sqlerrcode) ? "TRANSIENT" : "PERMANENT");
 	json_decref(details);
 
 	flyt_execute(dead_letter_plan, values, nulls, false, 0, SPI_OK_INSERT);
@@ -340,6 +371,47 @@ dead_letter(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata)
 	ereport(LOG,
 			(errmsg("flyt_instance: message %s/%d/%lld moved to flyt.dead_letter: %s",
 					topic, (int) msg->partition, (long long) msg->offset, edata->message)));
+}
+
+typedef struct DeadLetter
+{
+	const rd_kafka_message_t *msg;
+	const char *topic;
+	ErrorData  *edata;
+	bool		received;
+	bool		minimal;		/* only the position and the error */
+} DeadLetter;
+
+static void
+dead_letter_isolated(void *arg)
+{
+	DeadLetter *d = arg;
+
+	dead_letter(d->msg, d->topic, d->edata, d->minimal);
+	if (d->received && known_headers != NULL && !d->minimal)
+		flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, known_headers,
+							FLYT_ERROR_EVENT_VALUE);
+}
+
+/*
+ * Records a message that could not be applied.  Even recording it may fail
+ * on what the message carries; then a row with only its position and the
+ * error is written, so that a bad message never stops consumption.
+ */
+static void
+record_failure(const rd_kafka_message_t *msg, const char *topic, ErrorData *edata, bool received)
+{
+	DeadLetter	d = {msg, topic, edata, received, false};
+	ErrorData  *second = flyt_run_isolated(dead_letter_isolated, &d);
+
+	if (second != NULL)
+	{
+		ereport(LOG,
+				(errmsg("flyt_instance: could not record message %s/%d/%lld with its content: %s",
+						topic, (int) msg->partition, (long long) msg->offset, second->message)));
+		dead_letter(msg, topic, edata, true);
+		FreeErrorData(second);
+	}
 }
 
 /* Reads the flow headers of a consumed message, or raises an error. */
@@ -359,12 +431,6 @@ message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
 	flyt_parse_flow_headers((const char *) value, size, headers);
 }
 
-/*
- * The flow headers of the message being applied, once they could be read:
- * what an instance-registration-error carries.  Set inside the
- * subtransaction and read after it failed.
- */
-static char *known_headers = NULL;
 
 typedef struct ApplyMessage
 {
@@ -404,21 +470,39 @@ apply_message(void *arg)
 	}
 }
 
-/* Sets the next offset of a partition in a list of positions. */
-static List *
-advance(List *positions, const char *topic, int32 partition, int64 next_offset)
+static FlytOffset *
+find_position(List *positions, const char *topic, int32 partition)
 {
 	ListCell   *lc;
-	FlytOffset *o;
 
 	foreach(lc, positions)
 	{
-		o = lfirst(lc);
+		FlytOffset *o = lfirst(lc);
+
 		if (o->partition == partition && strcmp(o->topic, topic) == 0)
-		{
-			o->next_offset = next_offset;
-			return positions;
-		}
+			return o;
+	}
+	return NULL;
+}
+
+/* Errors worth another attempt of the same message. */
+static bool
+is_transient(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/* Moves a partition's next offset forward in a list of positions. */
+static List *
+advance(List *positions, const char *topic, int32 partition, int64 next_offset)
+{
+	FlytOffset *o = find_position(positions, topic, partition);
+
+	if (o != NULL)
+	{
+		o->next_offset = Max(o->next_offset, next_offset);
+		return positions;
 	}
 	o = palloc(sizeof(FlytOffset));
 	o->topic = pstrdup(topic);
@@ -445,21 +529,46 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n
 		rd_kafka_message_t *msg = messages[i];
 		const char *topic = rd_kafka_topic_name(msg->rkt);
 		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
+		FlytOffset *batch = find_position(positions, topic, msg->partition);
 		ApplyMessage apply = {msg, strcmp(topic, received_topic) == 0};
 		ErrorData  *edata;
 
-		/* applied before: Kafka delivered it again */
-		if (stored != NULL && msg->offset < stored->next_offset)
+		/* applied in this batch already (a rebalance re-fetched it) */
+		if (batch != NULL && msg->offset < batch->next_offset)
 			continue;
 
-		known_headers = NULL;
-		edata = flyt_run_isolated(apply_message, &apply);
+		/*
+		 * Applied before.  After a seek to the stored offset this cannot
+		 * happen, so it means the consumer's position was reset (an offset
+		 * out of range, a topic recreated): say so loudly.
+		 */
+		if (stored != NULL && msg->offset < stored->next_offset)
+		{
+			ereport(WARNING,
+					(errmsg("flyt_instance: skipped message %s/%d/%lld below the stored offset %lld",
+							topic, (int) msg->partition, (long long) msg->offset,
+							(long long) stored->next_offset),
+					 errdetail("The consumer's position was reset below what flyt.consumer_offset records as applied."),
+					 errhint("If the topic was recreated, delete its rows from flyt.consumer_offset and restart the worker.")));
+			continue;
+		}
+
+		/*
+		 * A serialization failure, deadlock or lock timeout says nothing
+		 * about the message: try it again before giving up on it.
+		 */
+		for (int attempt = 1;; attempt++)
+		{
+			known_headers = NULL;
+			edata = flyt_run_isolated(apply_message, &apply);
+			if (edata == NULL || !is_transient(edata->sqlerrcode) ||
+				attempt >= FLYT_CONSUMER_ATTEMPTS)
+				break;
+			FreeErrorData(edata);
+		}
 		if (edata != NULL)
 		{
-			dead_letter(msg, topic, edata);
-			if (apply.received && known_headers != NULL)
-				flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, known_headers,
-									FLYT_ERROR_EVENT_VALUE);
+			record_failure(msg, topic, edata, apply.received);
 			FreeErrorData(edata);
 		}
 

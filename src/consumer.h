@@ -14,6 +14,8 @@
 
 /* Messages applied in one transaction at most. */
 #define FLYT_CONSUMER_BATCH 500
+/* Attempts of a message that fails on a serialization failure or deadlock. */
+#define FLYT_CONSUMER_ATTEMPTS 3
 
 typedef struct FlytOffset
 {

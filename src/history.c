@@ -70,14 +70,16 @@ caller_name(void)
 
 /*
  * Who asked for a change: the JWT subject when the call came through
- * PostgREST (request.jwt.claims), otherwise the calling role.
+ * PostgREST (request.jwt.claims, trusted only while the caller is PostgREST's
+ * role flyt_web: anyone else could set it), otherwise the calling role.
  */
 char *
 flyt_requested_by(void)
 {
 	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+	const char *caller = caller_name();
 
-	if (claims != NULL && claims[0] != '\0')
+	if (claims != NULL && claims[0] != '\0' && strcmp(caller, FLYT_WEB_ROLE) == 0)
 	{
 		json_error_t error;
 		json_t	   *json = json_loads(claims, 0, &error);
@@ -94,7 +96,7 @@ flyt_requested_by(void)
 				return result;
 		}
 	}
-	return pstrdup(caller_name());
+	return pstrdup(caller);
 }
 
 /*

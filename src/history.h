@@ -12,6 +12,9 @@
 
 #include "utils/uuid.h"
 
+/* PostgREST's anonymous role, created by the extension. */
+#define FLYT_WEB_ROLE "flyt_web"
+
 /* Times a version conflict is retried before the change fails. */
 #define FLYT_MAX_VERSION_ATTEMPTS 10
 

@@ -19,6 +19,8 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "lib/stringinfo.h"
@@ -121,11 +123,11 @@ set_property(rd_kafka_conf_t *conf, const char *key, const char *value)
 {
 	char		errstr[512];
 
+	/* librdkafka's message quotes the value, which may be a secret: not logged */
 	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 	{
 		ereport(LOG,
-				(errmsg("flyt_instance: librdkafka rejected property \"%s\"", key),
-				 errdetail_internal("%s", errstr)));
+				(errmsg("flyt_instance: librdkafka rejected the value of property \"%s\"", key)));
 		return false;
 	}
 	return true;
@@ -189,12 +191,24 @@ base_conf(const FlytKafkaCallbacks *callbacks, void *opaque)
 	return conf;
 }
 
-/* Makes one handle from conf (which it takes over), or NULL with a LOG. */
+/*
+ * Makes one handle from conf (which it takes over), or NULL with a LOG.
+ * librdkafka's threads start here and inherit the signal mask: with every
+ * signal blocked, PostgreSQL's handlers only ever run on the worker's own
+ * thread.
+ */
 static rd_kafka_t *
 new_handle(rd_kafka_type_t type, rd_kafka_conf_t *conf)
 {
 	char		errstr[512];
-	rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+	sigset_t	all;
+	sigset_t	old;
+	rd_kafka_t *rk;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	if (rk == NULL)
 	{
@@ -352,7 +366,18 @@ flyt_kafka_close(FlytKafka *kafka, int flush_ms)
 				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 			}
 		}
-		rd_kafka_queue_destroy(close_queue);
+		if (!rd_kafka_consumer_closed(kafka->consumer))
+		{
+			/*
+			 * Destroying a consumer in the middle of its close can wait
+			 * forever: leave this one to its threads rather than hang.
+			 */
+			ereport(LOG,
+					(errmsg("flyt_instance: the Kafka consumer did not close in time; abandoning it")));
+			kafka->consumer = NULL;
+		}
+		else
+			rd_kafka_queue_destroy(close_queue);
 	}
 	if (kafka->consumer_queue != NULL)
 		rd_kafka_queue_destroy(kafka->consumer_queue);

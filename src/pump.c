@@ -106,6 +106,7 @@ flyt_pump_forget_in_flight(FlytPump *pump)
 	pump->in_flight = 0;
 	pump->nreports = 0;
 	pump->more = true;
+	pump->queue_full = false;
 }
 
 /* Should the worker scan the outbox now? */
@@ -241,6 +242,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 
 	if (pump->nreports == 0)
 		return;
+	pump->queue_full = false;
 
 	ok_ids = palloc(sizeof(Datum) * pump->nreports);
 	for (int i = 0; i < pump->nreports; i++)
@@ -288,6 +290,19 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		flyt_breaker_failure(breaker, psprintf("delivery failed: %s", last_error));
 	pump->nreports = 0;
 	pump->more = true;
+}
+
+/*
+ * Makes room for n more delivery reports than are recorded now, so that the
+ * delivery report callback never has to allocate.
+ */
+static void
+reserve_reports(FlytPump *pump, int n)
+{
+	if (pump->reports_size >= pump->nreports + n)
+		return;
+	pump->reports_size = pump->nreports + n + 64;
+	pump->reports = repalloc(pump->reports, sizeof(FlytDelivery) * pump->reports_size);
 }
 
 /* Builds librdkafka headers from the outbox row's header object. */
@@ -344,11 +359,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	}
 
 	/* every message in flight gets one report: make room for them now */
-	if (pump->reports_size < pump->in_flight + room)
-	{
-		pump->reports_size = pump->in_flight + room;
-		pump->reports = repalloc(pump->reports, sizeof(FlytDelivery) * pump->reports_size);
-	}
+	reserve_reports(pump, pump->in_flight + room);
 
 	flyt_plan(&scan_plan,
 			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at "
@@ -409,6 +420,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
 				{
 					pump->more = true;
+					pump->queue_full = true;
 					return sent;
 				}
 				/*
@@ -417,12 +429,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				 */
 				if (key != NULL)
 					blocked = lappend(blocked, key);
-				if (pump->nreports < pump->reports_size)
-				{
-					pump->reports[pump->nreports].id = id;
-					pump->reports[pump->nreports].err = err;
-					pump->nreports++;
-				}
+				reserve_reports(pump, 1);
+				pump->reports[pump->nreports].id = id;
+				pump->reports[pump->nreports].err = err;
+				pump->nreports++;
 				continue;
 			}
 			entry = inflight_insert(pump->inflight, id, &found);

@@ -37,6 +37,7 @@ typedef struct FlytPump
 	int			reports_size;
 	TimestampTz next_retry_at;	/* earliest row waiting for redelivery */
 	bool		more;			/* the last scan stopped with rows left */
+	bool		queue_full;		/* the producer's queue is full: wait for reports */
 } FlytPump;
 
 extern void flyt_pump_init(FlytPump *pump);

@@ -102,6 +102,8 @@ flyt_xact_callback(XactEvent event, void *arg)
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction commits elsewhere: the worker's idle scan finds it */
 			memset(pending, 0, sizeof(pending));
 			pending_wake = false;
 			sub_counts = NIL;	/* its memory goes with the transaction */

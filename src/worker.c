@@ -80,6 +80,16 @@ typedef struct Worker
 	bool		extension_ready;
 	TimestampTz extension_checked_at;
 
+	/* the consumed batch being applied, freed even when applying it fails */
+	rd_kafka_message_t *batch[FLYT_CONSUMER_BATCH];
+	int			nbatch;
+	/* the step under way, so that an error is charged to it */
+	enum
+	{
+		STEP_OTHER,
+		STEP_CLEANUP
+	}			step;
+
 	/* what librdkafka's callbacks recorded, handled after the queue is served */
 	char	   *stats[2];		/* latest statistics JSON, producer/consumer */
 	bool		all_brokers_down;
@@ -396,29 +406,37 @@ extension_present(TimestampTz now)
 	return present;
 }
 
+/* Frees the consumed batch (the handle cannot be destroyed while it exists). */
+static void
+free_batch(void)
+{
+	for (int i = 0; i < worker.nbatch; i++)
+		rd_kafka_message_destroy(worker.batch[i]);
+	worker.nbatch = 0;
+}
+
 /* One batch of consumed messages, applied in one transaction. */
 static void
 consume(void)
 {
-	rd_kafka_message_t *messages[FLYT_CONSUMER_BATCH];
-	int			n;
-
-	n = flyt_consumer_poll(&worker.consumer, worker.kafka.consumer, messages, FLYT_CONSUMER_BATCH);
+	worker.nbatch = flyt_consumer_poll(&worker.consumer, worker.kafka.consumer,
+									   worker.batch, FLYT_CONSUMER_BATCH);
 	flyt_kafka_serve_logs();
 	if (worker.consumer.failed)
 	{
 		ereport(LOG, (errmsg("flyt_instance: a consumer rebalance failed; reconnecting")));
-		for (int i = 0; i < n; i++)
-			rd_kafka_message_destroy(messages[i]);
+		free_batch();
 		close_kafka(false);
 		return;
 	}
-	if (n == 0)
+	if (worker.nbatch == 0)
 		return;
 	begin_step("flyt_instance: applying consumed messages");
-	flyt_consumer_apply(&worker.consumer, messages, n);
+	flyt_consumer_apply(&worker.consumer, worker.batch, worker.nbatch);
 	end_step();
-	flyt_consumer_committed(&worker.consumer, worker.kafka.consumer, messages, n);
+	/* frees the messages */
+	flyt_consumer_committed(&worker.consumer, worker.kafka.consumer, worker.batch, worker.nbatch);
+	worker.nbatch = 0;
 	worker.pump.more = true;	/* the batch queued events */
 }
 
@@ -510,9 +528,11 @@ run_pass(void)
 	next_cleanup_at = flyt_cleanup_next_at(&worker.cleanup);
 	if (now >= next_cleanup_at)
 	{
+		worker.step = STEP_CLEANUP;
 		begin_step("flyt_instance: cleanup");
 		flyt_cleanup_step(&worker.cleanup);
 		end_step();
+		worker.step = STEP_OTHER;
 		worker.pump.more = true;	/* the batch queued events */
 		next_cleanup_at = flyt_cleanup_next_at(&worker.cleanup);
 	}
@@ -530,7 +550,8 @@ run_pass(void)
 
 		if (worker.consumer.more || worker.pump.nreports > 0)
 			timeout = 0;
-		if (worker.pump.more && worker.pump.in_flight < flyt_max_in_flight &&
+		if (worker.pump.more && !worker.pump.queue_full &&
+			worker.pump.in_flight < flyt_max_in_flight &&
 			flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0)
 			timeout = 0;
 		if (breaker_ms >= 0)
@@ -542,20 +563,25 @@ run_pass(void)
 }
 
 /*
- * After an error in a pass: report it, roll back, and start Kafka afresh so
- * that nothing half-done survives (the outbox and the stored offsets are
- * the truth).
+ * After an error in a pass: report it and roll back.  A failed cleanup batch
+ * fails its run and nothing else; after any other error the Kafka handles
+ * are made afresh, so that nothing half-done survives (the outbox and the
+ * stored offsets are the truth).
  */
 static void
 recover_from_error(void)
 {
+	bool		cleanup_failed = worker.step == STEP_CLEANUP;
+
 	MemoryContextSwitchTo(TopMemoryContext);
 	EmitErrorReport();
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	worker.step = STEP_OTHER;
+	free_batch();
 
-	if (worker.cleanup.run_id != 0)
+	if (cleanup_failed)
 	{
 		PG_TRY();
 		{
@@ -571,6 +597,7 @@ recover_from_error(void)
 			worker.cleanup.run_id = 0;
 		}
 		PG_END_TRY();
+		return;
 	}
 	close_kafka(false);
 	worker.extension_ready = false;
@@ -653,11 +680,20 @@ flyt_worker_main(Datum arg)
 		nevents = WaitEventSetWait(worker.events, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 		{
-			/* a committed transaction queued messages (or a signal came) */
+			/*
+			 * A committed transaction queued messages (or a signal came).
+			 * Reset only a latch that was seen set: one set after the wait
+			 * returned for another reason stays set for the next wait.
+			 */
 			if (events[i].events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
 				worker.pump.more = true;
+			}
 		}
-		ResetLatch(MyLatch);
+		/* an idle second: look at the outbox anyway, whatever was missed */
+		if (nevents == 0)
+			worker.pump.more = true;
 	}
 
 	/*
