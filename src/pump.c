@@ -30,7 +30,6 @@
 #include "pg_jansson.h"
 
 #include "catalog/pg_type_d.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
@@ -38,30 +37,13 @@
 #include "utils/timestamp.h"
 
 #include "guc.h"
+#include "idhash.h"
 #include "history.h"
 #include "outbox.h"
 #include "plans.h"
 #include "pump.h"
 #include "shared.h"
 #include "wire.h"
-
-typedef struct InflightEntry
-{
-	int64		id;
-	TimestampTz created_at;
-	char		status;			/* required by simplehash */
-} InflightEntry;
-
-#define SH_PREFIX inflight
-#define SH_ELEMENT_TYPE InflightEntry
-#define SH_KEY_TYPE int64
-#define SH_KEY id
-#define SH_HASH_KEY(tb, key) murmurhash32((uint32) (key) ^ (uint32) ((uint64) (key) >> 32))
-#define SH_EQUAL(tb, a, b) ((a) == (b))
-#define SH_SCOPE static inline
-#define SH_DECLARE
-#define SH_DEFINE
-#include "lib/simplehash.h"
 
 #define SCAN_PAGE 200
 
@@ -76,7 +58,7 @@ flyt_pump_init(FlytPump *pump)
 	memset(pump, 0, sizeof(*pump));
 	pump->context = AllocSetContextCreate(TopMemoryContext, "flyt_instance pump",
 										  ALLOCSET_DEFAULT_SIZES);
-	pump->inflight = inflight_create(pump->context, 1024, NULL);
+	pump->inflight = idhash_create(pump->context, 1024, NULL);
 	pump->reports_size = 1024;
 	pump->reports = MemoryContextAlloc(pump->context, sizeof(FlytDelivery) * pump->reports_size);
 	pump->more = true;
@@ -102,7 +84,7 @@ flyt_pump_delivery_report(FlytPump *pump, const rd_kafka_message_t *msg)
 void
 flyt_pump_forget_in_flight(FlytPump *pump)
 {
-	inflight_reset(pump->inflight);
+	idhash_reset(pump->inflight);
 	pump->in_flight = 0;
 	pump->nreports = 0;
 	pump->more = true;
@@ -248,7 +230,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 	for (int i = 0; i < pump->nreports; i++)
 	{
 		FlytDelivery *report = &pump->reports[i];
-		InflightEntry *entry = inflight_lookup(pump->inflight, report->id);
+		IdEntry *entry = idhash_lookup(pump->inflight, report->id);
 
 		if (report->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
 			report->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
@@ -259,7 +241,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		{
 			ok_ids[nok++] = Int64GetDatum(report->id);
 			if (entry != NULL)
-				record_delivered(entry->created_at, now);
+				record_delivered(entry->since, now);
 		}
 		else
 		{
@@ -270,7 +252,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		}
 		if (entry != NULL)
 		{
-			inflight_delete_item(pump->inflight, entry);
+			idhash_delete_item(pump->inflight, entry);
 			pump->in_flight--;
 		}
 	}
@@ -389,10 +371,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			TimestampTz created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
 			rd_kafka_headers_t *kheaders;
 			rd_kafka_resp_err_t err;
-			InflightEntry *entry;
+			IdEntry *entry;
 
 			cursor = id;
-			if (inflight_lookup(pump->inflight, id) != NULL)
+			if (idhash_lookup(pump->inflight, id) != NULL)
 				continue;
 			if (next_attempt_at > now)
 			{
@@ -435,8 +417,8 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				pump->nreports++;
 				continue;
 			}
-			entry = inflight_insert(pump->inflight, id, &found);
-			entry->created_at = created_at;
+			entry = idhash_insert(pump->inflight, id, &found);
+			entry->since = created_at;
 			pump->in_flight++;
 			if (++sent >= room)
 			{

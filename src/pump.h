@@ -25,12 +25,12 @@ typedef struct FlytDelivery
 	rd_kafka_resp_err_t err;
 } FlytDelivery;
 
-struct inflight_hash;
+struct idhash_hash;
 
 typedef struct FlytPump
 {
 	MemoryContext context;
-	struct inflight_hash *inflight; /* outbox ids handed to the producer */
+	struct idhash_hash *inflight; /* outbox ids handed to the producer */
 	int			in_flight;
 	FlytDelivery *reports;		/* delivery reports not yet applied */
 	int			nreports;

@@ -17,7 +17,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
-#include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -25,6 +24,7 @@
 #include "utils/tuplestore.h"
 
 #include "history.h"
+#include "idhash.h"
 #include "outbox.h"
 #include "plans.h"
 #include "retry.h"
@@ -160,23 +160,6 @@ retry_isolated(int64 instance_id, const char *requested_by,
 	pg_unreachable();
 }
 
-/* A set of instance ids already seen in one batch. */
-typedef struct SeenEntry
-{
-	int64		id;
-	char		status;			/* required by simplehash */
-} SeenEntry;
-
-#define SH_PREFIX seen
-#define SH_ELEMENT_TYPE SeenEntry
-#define SH_KEY_TYPE int64
-#define SH_KEY id
-#define SH_HASH_KEY(tb, key) murmurhash32((uint32) (key) ^ (uint32) ((uint64) (key) >> 32))
-#define SH_EQUAL(tb, a, b) ((a) == (b))
-#define SH_SCOPE static inline
-#define SH_DECLARE
-#define SH_DEFINE
-#include "lib/simplehash.h"
 
 /*
  * Retries each distinct id of ids[0..n) independently, in the order given,
@@ -187,7 +170,7 @@ void
 flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n)
 {
 	char	   *requested_by = flyt_requested_by();
-	seen_hash  *seen = seen_create(CurrentMemoryContext, Max(n, 8), NULL);
+	idhash_hash *seen = idhash_create(CurrentMemoryContext, Max(n, 8), NULL);
 	bool		null_reported = false;
 
 	for (int i = 0; i < n; i++)
@@ -215,7 +198,7 @@ flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int 
 		}
 
 		id = DatumGetInt64(ids[i]);
-		(void) seen_insert(seen, id, &found);
+		(void) idhash_insert(seen, id, &found);
 		if (found)
 			continue;
 
