@@ -62,3 +62,6 @@ run: deps all broker
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes.
 $(OBJS): $(wildcard src/*.h)
+.PHONY: bench
+bench: deps all broker
+	@script/install.sh && bench/run.sh
