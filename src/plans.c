@@ -7,13 +7,15 @@
  * prepared on first use and kept with SPI_keepplan, so a call costs the
  * execution of its plans and nothing else: no parsing, no planning, no
  * catalog lookups.  The plan cache revalidates a kept plan by itself when
- * the tables change (for example DROP and CREATE EXTENSION).
+ * the tables change (for example DROP and CREATE EXTENSION).  The plans are
+ * generic: planned once, not per call.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 
 #include "plans.h"
 
@@ -25,7 +27,12 @@ flyt_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
 
 	if (*cache != NULL)
 		return *cache;
-	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	/*
+	 * Generic plans: every statement is a key lookup or a small scan whose
+	 * best plan does not depend on the values, and a custom plan would be
+	 * planned on every call.
+	 */
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "flyt_instance: SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));

@@ -363,19 +363,21 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			bool		isnull;
 			bool		found;
 			int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-			char	   *topic = SPI_getvalue(tuple, desc, 2);
-			char	   *key = SPI_getvalue(tuple, desc, 3);
-			Datum		headers = SPI_getbinval(tuple, desc, 4, &isnull);
-			char	   *value = SPI_getvalue(tuple, desc, 5);
-			TimestampTz next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
-			TimestampTz created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
+			char	   *topic;
+			char	   *key;
+			char	   *value;
+			TimestampTz next_attempt_at;
+			TimestampTz created_at;
 			rd_kafka_headers_t *kheaders;
 			rd_kafka_resp_err_t err;
-			IdEntry *entry;
+			IdEntry    *entry;
 
 			cursor = id;
+			/* rows in flight are the most common at the head: skip them cheaply */
 			if (idhash_lookup(pump->inflight, id) != NULL)
 				continue;
+			key = SPI_getvalue(tuple, desc, 3);
+			next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
 			if (next_attempt_at > now)
 			{
 				if (key != NULL)
@@ -387,7 +389,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			if (key != NULL && key_blocked(blocked, key))
 				continue;
 
-			kheaders = kafka_headers(DatumGetJsonbP(headers));
+			topic = SPI_getvalue(tuple, desc, 2);
+			value = SPI_getvalue(tuple, desc, 5);
+			created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
+			kheaders = kafka_headers(DatumGetJsonbP(SPI_getbinval(tuple, desc, 4, &isnull)));
 			err = rd_kafka_producev(producer,
 									RD_KAFKA_V_TOPIC(topic),
 									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

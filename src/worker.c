@@ -42,6 +42,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -170,6 +171,22 @@ begin_step(const char *activity)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	flyt_spi_connect();
 	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/*
+ * Lets the current step's transaction commit without waiting for its WAL to
+ * reach disk.  Only for steps whose loss in a crash is harmless because it
+ * is redone: recording deliveries (a lost delete sends the message again,
+ * and consumers drop it by flyt.event-id) and cleanup batches (the next run
+ * deletes the same instances).  Consumed batches keep synchronous commit:
+ * their offsets are also committed to Kafka, which must never get ahead of
+ * what the database has durably applied.
+ */
+static void
+commit_without_waiting(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 static void
@@ -301,6 +318,7 @@ close_kafka(bool apply)
 	if (apply && worker.pump.nreports > 0)
 	{
 		begin_step("flyt_instance: recording deliveries");
+		commit_without_waiting();
 		flyt_pump_apply_reports(&worker.pump, &worker.breaker);
 		end_step();
 	}
@@ -508,6 +526,7 @@ run_pass(void)
 		if (worker.pump.nreports > 0)
 		{
 			begin_step("flyt_instance: recording deliveries");
+			commit_without_waiting();
 			flyt_pump_apply_reports(&worker.pump, &worker.breaker);
 			end_step();
 		}
@@ -530,6 +549,7 @@ run_pass(void)
 	{
 		worker.step = STEP_CLEANUP;
 		begin_step("flyt_instance: cleanup");
+		commit_without_waiting();
 		flyt_cleanup_step(&worker.cleanup);
 		end_step();
 		worker.step = STEP_OTHER;
