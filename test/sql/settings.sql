@@ -3,7 +3,7 @@
 SELECT name, setting, unit, context, vartype, min_val, max_val, short_desc <> '' AS described
 FROM pg_settings WHERE name LIKE 'flyt_instance.%' ORDER BY name;
 
--- The prefix is reserved: a typo is an error, not a silent placeholder.
+-- The prefix is reserved: a misspelt setting name is an error, not silently accepted.
 SET flyt_instance.org = 'fintlabs.no';
 
 -- Durations (ALTER SYSTEM runs the check hooks without touching the running server).
