@@ -63,6 +63,21 @@ flyt_spi_finish(void)
 }
 
 /*
+ * SPI_finish for a function that returns a pass-by-reference value built
+ * while connected.  Everything palloc'd while connected lives in the SPI
+ * procedure context, which SPI_finish frees: the value is copied into the
+ * caller's (upper executor) context first, as PostgreSQL's own SPI users
+ * do, and the copy is returned.
+ */
+Datum
+flyt_spi_finish_datum(Datum value, bool typbyval, int typlen)
+{
+	value = SPI_datumTransfer(value, typbyval, typlen);
+	flyt_spi_finish();
+	return value;
+}
+
+/*
  * Executes a kept plan and checks that it returned the expected SPI result
  * code; returns the number of rows processed.
  */

@@ -16,6 +16,7 @@ extern SPIPlanPtr flyt_plan(SPIPlanPtr *cache, const char *sql,
 							int nargs, const Oid *argtypes);
 extern void flyt_spi_connect(void);
 extern void flyt_spi_finish(void);
+extern Datum flyt_spi_finish_datum(Datum value, bool typbyval, int typlen);
 extern int	flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
 

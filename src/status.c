@@ -57,6 +57,7 @@ read_tables(TableFigures *t)
 	Datum		d;
 	HeapTuple	tuple;
 	TupleDesc	desc;
+	MemoryContext caller_context = CurrentMemoryContext;
 
 	flyt_spi_connect();
 	flyt_plan(&outbox_plan,
@@ -81,9 +82,12 @@ read_tables(TableFigures *t)
 	if (flyt_execute(cleanup_plan, NULL, NULL, true, 0, SPI_OK_SELECT) == 1)
 	{
 		char	   *error;
+		MemoryContext spi_context;
 
 		tuple = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
+		/* the JSON outlives SPI_finish: build it in the caller's memory */
+		spi_context = MemoryContextSwitchTo(caller_context);
 		t->last_cleanup = json_object();
 		json_object_set_new(t->last_cleanup, "id",
 							json_integer(DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull))));
@@ -99,6 +103,7 @@ read_tables(TableFigures *t)
 							json_integer(DatumGetInt64(SPI_getbinval(tuple, desc, 6, &isnull))));
 		error = SPI_getvalue(tuple, desc, 7);
 		json_object_set_new(t->last_cleanup, "error", error ? json_string(error) : json_null());
+		MemoryContextSwitchTo(spi_context);
 	}
 	flyt_spi_finish();
 }

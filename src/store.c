@@ -268,7 +268,7 @@ flyt_instance(PG_FUNCTION_ARGS)
 	int64		id;
 	json_t	   *payload;
 	TimestampTz created_at;
-	char	   *dto;
+	Datum		dto;
 
 	flyt_require_argument(fcinfo, 0, "instance_id");
 	id = PG_GETARG_INT64(0);
@@ -276,10 +276,10 @@ flyt_instance(PG_FUNCTION_ARGS)
 	flyt_spi_connect();
 	if (!flyt_fetch_instance(id, false, &payload, NULL, &created_at))
 		flyt_instance_not_found(id);
-	dto = flyt_instance_dto(id, payload, created_at);
-	flyt_spi_finish();
-
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(dto)));
+	/* built in SPI's memory, which SPI_finish frees: hand it over first */
+	dto = DirectFunctionCall1(jsonb_in,
+							  CStringGetDatum(flyt_instance_dto(id, payload, created_at)));
+	PG_RETURN_DATUM(flyt_spi_finish_datum(dto, false, -1));
 }
 
 /*
