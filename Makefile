@@ -21,6 +21,7 @@ OBJS = \
 	src/kafka.o \
 	src/admin.o \
 	src/breaker.o \
+	src/probe.o \
 	src/pump.o \
 	src/consumer.o \
 	src/worker.o \

@@ -9,7 +9,10 @@
  * interval starts at flyt_instance.redelivery_millis and doubles each time a
  * probe fails, up to FLYT_BREAKER_MAX_OPEN_MS.  HALF_OPEN: one message, the
  * oldest, is sent alone; its success closes the circuit, its failure opens
- * it again.  Every transition is published for flyt_status().
+ * it again.  With nothing to send, the worker probes the brokers instead
+ * (probe.c); an answer marks a half-open circuit reachable, which
+ * flyt_status() reports as UP.  Every transition is published for
+ * flyt_status().
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +28,7 @@ static void
 transition(FlytBreaker *breaker, FlytCircuitState state, const char *reason)
 {
 	breaker->state = state;
+	breaker->reachable = false;
 	if (flyt_shared == NULL)
 		return;
 	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
@@ -36,6 +40,7 @@ transition(FlytBreaker *breaker, FlytCircuitState state, const char *reason)
 		strlcpy(ev->reason, reason, FLYT_REASON_LEN);
 		flyt_shared->circuit_event_count++;
 		flyt_shared->circuit = state;
+		flyt_shared->circuit_reachable = false;
 	}
 	LWLockRelease(flyt_shared->lock);
 	ereport(LOG,
@@ -51,6 +56,7 @@ flyt_breaker_init(FlytBreaker *breaker)
 	{
 		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
 		flyt_shared->circuit = FLYT_CIRCUIT_CLOSED;
+		flyt_shared->circuit_reachable = false;
 		LWLockRelease(flyt_shared->lock);
 	}
 }
@@ -114,6 +120,27 @@ flyt_breaker_trip(FlytBreaker *breaker, const char *reason)
 {
 	if (breaker->state != FLYT_CIRCUIT_OPEN)
 		open_circuit(breaker, reason);
+}
+
+/*
+ * A broker answered a probe while the circuit is half open and nothing is
+ * waiting to be sent: Kafka is reachable.  The circuit stays half open (only
+ * a delivered message closes it), but flyt_status() counts it as up.
+ */
+void
+flyt_breaker_reachable(FlytBreaker *breaker)
+{
+	if (breaker->reachable || breaker->state != FLYT_CIRCUIT_HALF_OPEN)
+		return;
+	breaker->reachable = true;
+	if (flyt_shared != NULL)
+	{
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		flyt_shared->circuit_reachable = true;
+		LWLockRelease(flyt_shared->lock);
+	}
+	ereport(LOG,
+			(errmsg("flyt_instance: Kafka circuit HALF_OPEN: the brokers answer; the next message will close it")));
 }
 
 /* Milliseconds until the breaker wants attention again; -1 for never. */

@@ -25,6 +25,7 @@ typedef struct FlytBreaker
 	int			consecutive_failures;
 	int			open_ms;		/* how long the current opening lasts */
 	TimestampTz open_until;
+	bool		reachable;		/* a broker answered a probe in this state */
 } FlytBreaker;
 
 extern void flyt_breaker_init(FlytBreaker *breaker);
@@ -32,6 +33,7 @@ extern int	flyt_breaker_room(FlytBreaker *breaker, TimestampTz now, int in_fligh
 extern void flyt_breaker_success(FlytBreaker *breaker);
 extern void flyt_breaker_failure(FlytBreaker *breaker, const char *reason);
 extern void flyt_breaker_trip(FlytBreaker *breaker, const char *reason);
+extern void flyt_breaker_reachable(FlytBreaker *breaker);
 extern long flyt_breaker_wait_ms(FlytBreaker *breaker, TimestampTz now);
 
 #endif							/* FLYT_BREAKER_H */

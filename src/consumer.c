@@ -28,6 +28,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 
 #include "consumer.h"
 #include "guc.h"
@@ -152,16 +153,33 @@ flyt_consumer_subscribe(FlytConsumer *consumer, rd_kafka_t *rk)
 		return false;
 	}
 	consumer->subscribed = true;
+	if (flyt_shared != NULL)
+	{
+		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+		flyt_shared->subscribed = true;
+		flyt_shared->assignment_waiting_since = GetCurrentTimestamp();
+		flyt_shared->npartitions = 0;
+		LWLockRelease(flyt_shared->lock);
+	}
 	return true;
 }
 
-/* Publishes the assignment for flyt_status(). */
+/*
+ * Publishes the assignment for flyt_status(): the partitions, and since when
+ * the consumer has been waiting when it has none.
+ */
 static void
 publish_assignment(FlytConsumer *consumer, rd_kafka_topic_partition_list_t *partitions)
 {
+	bool		none = partitions == NULL || partitions->cnt == 0;
+
 	if (flyt_shared == NULL)
 		return;
 	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	if (!none)
+		flyt_shared->assignment_waiting_since = 0;
+	else if (flyt_shared->assignment_waiting_since == 0)
+		flyt_shared->assignment_waiting_since = GetCurrentTimestamp();
 	flyt_shared->npartitions = 0;
 	for (int i = 0; partitions != NULL && i < partitions->cnt &&
 		 flyt_shared->npartitions < FLYT_MAX_PARTITIONS; i++)

@@ -37,6 +37,7 @@ int			flyt_cleanup_batch_size = 10000;
 int			flyt_redelivery_max_no = 10;
 int			flyt_redelivery_millis = 1000;
 int			flyt_max_in_flight = 1000;
+int			flyt_consumer_assignment_grace_s = 60;
 char	   *flyt_internal_clients = NULL;
 char	   *flyt_authorized_org_id_role_pairs = NULL;
 int			flyt_max_instance_bytes = 16 * 1024 * 1024;
@@ -566,6 +567,15 @@ flyt_define_settings(void)
 							1000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("flyt_instance.consumer_assignment_grace",
+							"How long the consumer may wait for partitions before flyt_status() reports DOWN.",
+							"After a crash the group coordinator holds the old member's partitions until its session times out; keep this above session.timeout.ms.",
+							&flyt_consumer_assignment_grace_s,
+							60, 1, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("flyt_instance.internal_clients",

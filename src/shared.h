@@ -70,11 +70,17 @@ typedef struct FlytShared
 	/* Kafka */
 	bool		connected;
 	FlytCircuitState circuit;
+	bool		circuit_reachable;	/* a broker answered a probe since the
+									 * circuit last changed state */
 	int			circuit_event_count;	/* total ever recorded */
 	FlytCircuitEvent circuit_events[FLYT_CIRCUIT_EVENTS];	/* ring */
 	int			in_flight;
 
 	/* consumer */
+	bool		subscribed;
+	TimestampTz assignment_waiting_since;	/* subscribed, and no partition
+											 * assigned since then; 0 when
+											 * assigned or not subscribed */
 	int			npartitions;
 	FlytPartitionState partitions[FLYT_MAX_PARTITIONS];
 

@@ -123,6 +123,18 @@ copy_shared(void)
 	return s;
 }
 
+/*
+ * Has the subscribed consumer been without partitions for longer than the
+ * grace period?  Then nothing is consumed, whatever else is well.
+ */
+static bool
+assignment_overdue(const FlytShared *s)
+{
+	return s->subscribed && s->assignment_waiting_since != 0 &&
+		TimestampDifferenceExceeds(s->assignment_waiting_since, GetCurrentTimestamp(),
+								   flyt_consumer_assignment_grace_s * 1000);
+}
+
 /* Decides UP or DOWN, and why. */
 static const char *
 down_reason(const FlytShared *s)
@@ -144,8 +156,19 @@ down_reason(const FlytShared *s)
 		return s->reason;
 	if (!s->connected)
 		return "kafka is unreachable";
-	if (s->circuit != FLYT_CIRCUIT_CLOSED)
-		return s->circuit == FLYT_CIRCUIT_OPEN ? "circuit is OPEN" : "circuit is HALF_OPEN";
+	if (s->circuit == FLYT_CIRCUIT_OPEN)
+		return "circuit is OPEN";
+	/* half open with no message to try: up once a broker answered a probe */
+	if (s->circuit == FLYT_CIRCUIT_HALF_OPEN && !s->circuit_reachable)
+		return "circuit is HALF_OPEN and no broker has answered yet";
+	if (assignment_overdue(s))
+	{
+		char		since[40];
+
+		flyt_format_timestamp(s->assignment_waiting_since, since, sizeof(since));
+		return psprintf("the consumer has had no partitions assigned since %s "
+						"(longer than flyt_instance.consumer_assignment_grace)", since);
+	}
 	return NULL;
 }
 
@@ -201,6 +224,9 @@ flyt_status(PG_FUNCTION_ARGS)
 											"reason", ev->reason));
 		}
 	}
+	json_object_set_new(circuit, "reachable",
+						json_boolean(s != NULL && s->circuit != FLYT_CIRCUIT_OPEN &&
+									 (s->circuit == FLYT_CIRCUIT_CLOSED || s->circuit_reachable)));
 	json_object_set_new(circuit, "events", events);
 	json_object_set_new(k, "circuit", circuit);
 	json_object_set_new(root, "kafka", k);
@@ -230,6 +256,20 @@ flyt_status(PG_FUNCTION_ARGS)
 										"next_offset", p->next_offset >= 0 ? json_integer(p->next_offset) : json_null(),
 										"high_watermark", p->high_watermark >= 0 ? json_integer(p->high_watermark) : json_null(),
 										"lag", lag));
+	}
+	{
+		const char *state = "not_subscribed";
+		bool		waiting = false;
+
+		if (s != NULL && s->worker_pid != 0 && s->subscribed)
+		{
+			waiting = s->assignment_waiting_since != 0;
+			state = waiting ? "waiting" : "assigned";
+		}
+		json_object_set_new(consumer, "assignment",
+							json_pack("{s:s, s:o}",
+									  "state", state,
+									  "waiting_since", json_timestamp(waiting ? s->assignment_waiting_since : 0)));
 	}
 	json_object_set_new(consumer, "lag", lag_known ? json_integer(total_lag) : json_null());
 	json_object_set_new(consumer, "partitions", partitions);

@@ -55,6 +55,7 @@
 #include "guc.h"
 #include "kafka.h"
 #include "plans.h"
+#include "probe.h"
 #include "pump.h"
 #include "shared.h"
 #include "worker.h"
@@ -65,6 +66,8 @@
 #define KAFKA_RETRY_MS 5000
 /* Bounded flush of what is in flight when the worker stops. */
 #define SHUTDOWN_FLUSH_MS 5000
+/* Wait before probing the brokers again after a probe nobody answered. */
+#define PROBE_RETRY_MS 1000
 
 typedef struct Worker
 {
@@ -75,7 +78,9 @@ typedef struct Worker
 	FlytConsumer consumer;
 	FlytBreaker breaker;
 	FlytAdmin	admin;
+	FlytProbe	probe;
 	FlytCleanupRun cleanup;
+	TimestampTz probe_next_at;	/* earliest next reachability probe */
 	WaitEventSet *events;
 	MemoryContext pass_context;
 	bool		extension_ready;
@@ -157,6 +162,8 @@ worker_exit(int code, Datum arg)
 	flyt_shared->state = FLYT_WORKER_NOT_RUNNING;
 	flyt_shared->connected = false;
 	flyt_shared->in_flight = 0;
+	flyt_shared->subscribed = false;
+	flyt_shared->assignment_waiting_since = 0;
 	flyt_shared->npartitions = 0;
 	flyt_shared->next_cleanup_at = 0;
 	LWLockRelease(flyt_shared->lock);
@@ -313,6 +320,7 @@ close_kafka(bool apply)
 {
 	if (!worker.kafka_open)
 		return;
+	flyt_probe_stop(&worker.probe);
 	flyt_kafka_close(&worker.kafka, apply ? SHUTDOWN_FLUSH_MS : 0);
 	worker.kafka_open = false;
 	if (apply && worker.pump.nreports > 0)
@@ -338,6 +346,8 @@ close_kafka(bool apply)
 	{
 		LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
 		flyt_shared->connected = false;
+		flyt_shared->subscribed = false;
+		flyt_shared->assignment_waiting_since = 0;
 		flyt_shared->npartitions = 0;
 		flyt_shared->in_flight = 0;
 		LWLockRelease(flyt_shared->lock);
@@ -379,6 +389,17 @@ serve_kafka(void)
 	flyt_kafka_drain_wake_fd(&worker.kafka);
 	(void) rd_kafka_poll(worker.kafka.producer, 0);
 	flyt_admin_serve(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+	switch (flyt_probe_result(&worker.probe))
+	{
+		case 1:
+			flyt_breaker_reachable(&worker.breaker);
+			break;
+		case -1:
+			worker.probe_next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PROBE_RETRY_MS);
+			break;
+		default:
+			break;
+	}
 	read_stats(0, worker.kafka.producer);
 	read_stats(1, worker.kafka.consumer);
 	flyt_kafka_serve_logs();
@@ -465,7 +486,8 @@ publish(TimestampTz next_cleanup_at)
 	if (flyt_shared == NULL)
 		return;
 	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
-	flyt_shared->connected = worker.kafka_open && (worker.producer_up || worker.consumer_up);
+	flyt_shared->connected = worker.kafka_open &&
+		(worker.producer_up || worker.consumer_up || worker.breaker.reachable);
 	flyt_shared->in_flight = worker.pump.in_flight;
 	flyt_shared->next_cleanup_at = next_cleanup_at;
 	LWLockRelease(flyt_shared->lock);
@@ -542,6 +564,17 @@ run_pass(void)
 			end_step();
 			(void) rd_kafka_poll(worker.kafka.producer, 0);
 		}
+
+		/*
+		 * A half-open circuit closes only when a message is delivered.  With
+		 * nothing to send, ask the brokers something instead, so that an
+		 * idle worker does not report Kafka down once it is back.
+		 */
+		if (worker.breaker.state == FLYT_CIRCUIT_HALF_OPEN && !worker.breaker.reachable &&
+			worker.pump.in_flight == 0 && !worker.probe.running &&
+			now >= worker.probe_next_at &&
+			!flyt_probe_start(&worker.probe, worker.kafka.producer, worker.kafka.wake_write_fd))
+			worker.probe_next_at = TimestampTzPlusMilliseconds(now, PROBE_RETRY_MS);
 	}
 
 	next_cleanup_at = flyt_cleanup_next_at(&worker.cleanup);

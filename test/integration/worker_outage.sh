@@ -7,6 +7,9 @@
 #     meanwhile stay in flyt.outbox; after `up` they are all delivered, in
 #     outbox-id order (increasing flyt.event-id, correlationIds in call
 #     order), the outbox empties and the status is UP again;
+#   - the same while idle (nothing queued): the worker probes the brokers,
+#     and the half-open circuit with brokers answering is UP within seconds
+#     of `up`, before any message is sent; the next message closes it;
 #   - flyt_instance.kafka_bootstrap_servers emptied (ALTER SYSTEM + reload):
 #     DOWN with a reason naming kafka, state kafka_off, rows wait; reset +
 #     reload: delivered, UP.
@@ -135,6 +138,56 @@ fi
 check_eq "circuit is CLOSED again" CLOSED "$(status_field "->'kafka'->'circuit'->>'state'")"
 check_eq "no dead letters after the outage" 0 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
 
+# --- an outage while idle ------------------------------------------------------------------
+# Nothing waits in the outbox, so no message can close a half-open circuit:
+# the worker probes the brokers instead, and a half-open circuit whose
+# brokers answer is UP (it once stayed DOWN until the next message).
+
+RETRIES_BEFORE=$(topic_count "$T_RETRY")
+broker_cmd down || true
+check_eq "idle: broker goes down" "ok down all" "$reply"
+if wait_until 60 status_is DOWN; then
+	pass "idle: status becomes DOWN while the broker is down"
+else
+	fail "idle: status becomes DOWN while the broker is down" "flyt_status(): $(show_status)"
+fi
+if wait_until 30 sql_is t "SELECT flyt_status()->'kafka'->'circuit'->>'state' <> 'CLOSED'"; then
+	pass "idle: the circuit opens"
+else
+	fail "idle: the circuit opens" "kafka: $(status_field "->'kafka'")"
+fi
+broker_cmd up || true
+check_eq "idle: broker comes up" "ok up all" "$reply"
+up_at=$SECONDS
+if wait_status_up 20; then
+	pass "idle: status UP again $((SECONDS - up_at)) s after the broker came back, with nothing sent"
+else
+	fail "idle: status UP again within 20 s with nothing sent" "flyt_status(): $(show_status)"
+fi
+note "idle recovery: circuit $(status_field "->'kafka'->'circuit' #- '{events}'")"
+check_eq "idle: the circuit is still HALF_OPEN (no message closed it)" HALF_OPEN \
+	"$(status_field "->'kafka'->'circuit'->>'state'")"
+check_eq "idle: the circuit reports its brokers reachable" true \
+	"$(status_field "->'kafka'->'circuit'->>'reachable'")"
+check_eq "idle: nothing was sent meanwhile" "$RETRIES_BEFORE" "$(topic_count "$T_RETRY")"
+check_eq "idle: the outbox is empty" 0 "$(outbox_count)"
+
+# The next message closes the circuit.  (Its outbox id is read in the same
+# transaction: the worker may send and delete the row right after commit.)
+{
+	read -r corr
+	read -r outbox_id
+} < <(sql "BEGIN; SELECT flyt_retry($ID); SELECT max(id) FROM flyt.outbox; COMMIT;")
+corrs+=("$corr")
+CORRS=$(json_array "${corrs[@]}")
+IDS=$(jq -c --arg id "$outbox_id" '. + [$id]' <<<"$IDS")
+if wait_until 30 sql_is CLOSED "SELECT flyt_status()->'kafka'->'circuit'->>'state'"; then
+	pass "idle: the next message closes the circuit"
+else
+	fail "idle: the next message closes the circuit" "flyt_status(): $(show_status)"
+fi
+retry_checks "after the idle outage" 4 "$CORRS" "$IDS"
+
 # --- Kafka switched off -------------------------------------------------------------------
 
 sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = ''" >/dev/null
@@ -152,7 +205,7 @@ else
 	fail "worker state is kafka_off" "worker: $(status_field "->'worker'")"
 fi
 
-for i in 4 5; do
+for i in 5 6; do
 	corrs+=("$(sql "SELECT flyt_retry($ID)")")
 done
 CORRS=$(json_array "${corrs[@]}")
@@ -164,7 +217,7 @@ if holds_for 3 outbox_is 2; then
 else
 	fail "with Kafka off the rows wait in the outbox (3 s)" "outbox: $(outbox_dump)"
 fi
-check_eq "nothing more on the retry topic while Kafka is off" 3 "$(topic_count "$T_RETRY")"
+check_eq "nothing more on the retry topic while Kafka is off" 4 "$(topic_count "$T_RETRY")"
 
 sql "ALTER SYSTEM RESET flyt_instance.kafka_bootstrap_servers" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
@@ -174,7 +227,7 @@ if wait_until 60 outbox_is 0; then
 else
 	fail "bootstrap servers set again: the outbox empties" "outbox: $(outbox_dump)" "flyt_status(): $(show_status)"
 fi
-retry_checks "after Kafka is back" 5 "$CORRS" "$IDS"
+retry_checks "after Kafka is back" 6 "$CORRS" "$IDS"
 if wait_status_up 60; then
 	pass "status UP again with Kafka configured"
 else
