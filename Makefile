@@ -66,3 +66,9 @@ $(OBJS): $(wildcard src/*.h)
 .PHONY: bench
 bench: deps all broker
 	@script/install.sh && bench/run.sh
+
+# The suites against an AddressSanitizer build (script/asan.sh); choose
+# suites with FLYT_ASAN_SUITES="regress isolation pgtap integration".
+.PHONY: asan
+asan: deps all broker
+	@script/asan.sh

@@ -39,6 +39,8 @@
 #   FLYT_KEEP_CLUSTER=1  cluster_destroy stops the server but keeps the
 #                        directory (and says where it is), for debugging.
 #   FLYT_PG_START_TIMEOUT  seconds pg_ctl -w waits for start-up (default 60).
+#   FLYT_PG_PRELOAD      LD_PRELOAD for the server (script/asan.sh sets it,
+#                        with ASAN_OPTIONS, which is passed on too).
 
 # --- internal helpers --------------------------------------------------------
 
@@ -61,14 +63,19 @@ _cluster_bindir() {
 # Run a server-side program (initdb, pg_ctl) as the cluster's owner: the
 # `postgres` OS user when we are root, ourselves otherwise.  It runs from
 # inside the cluster directory so that the server never inherits a working
-# directory it cannot read (such as /root).
+# directory it cannot read (such as /root).  With FLYT_PG_PRELOAD set (make
+# asan), the server and its children run with LD_PRELOAD and ASAN_OPTIONS.
 _cluster_as_owner() {
+	local -a envs=()
+	if [ -n "${FLYT_PG_PRELOAD:-}" ]; then
+		envs=(env "LD_PRELOAD=$FLYT_PG_PRELOAD" "ASAN_OPTIONS=${ASAN_OPTIONS:-}")
+	fi
 	(
 		cd "$CLUSTER_DIR" || exit 1
 		if [ "$(id -u)" -eq 0 ]; then
-			exec runuser -u postgres -- "$@"
+			exec runuser -u postgres -- "${envs[@]}" "$@"
 		else
-			exec "$@"
+			exec "${envs[@]}" "$@"
 		fi
 	)
 }
