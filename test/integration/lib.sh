@@ -6,6 +6,7 @@
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   it_setup 300                  # scratch dir, traps, overall limit (s)
 #   broker_start                  # broker/flyt_broker --topics-for fintlabs.no
+#   (or kafka_start; kafka_create_topics "$ORG"   # a real Apache Kafka)
 #   worker_cluster_start [-c 'extra config line']...
 #   require_worker                # fails fast when flyt_status() is missing
 #   ...
@@ -14,7 +15,22 @@
 # Each script gets a broker and a cluster of its own (never the shared
 # cluster of test/run.sh: it has no broker configured).  Whatever happens,
 # the EXIT/INT/TERM/HUP trap stops the broker (EOF on its stdin, then KILL
-# of that one pid) and destroys the cluster (script/cluster.sh).
+# of that one pid; a real Kafka: TERM, then KILL) and destroys the cluster
+# (script/cluster.sh).
+#
+# Two brokers to choose from:
+#   broker_start   the embedded mock (librdkafka's mock cluster): starts at
+#                  once, takes brokers down and up instantly (broker_cmd);
+#                  no admin API, simplistic groups
+#   kafka_start    a real Apache Kafka node (script/kafka.sh, KRaft, from
+#                  Maven Central): admin API, real group coordinator, kill -9
+#                  and restart (kafka_kill9, kafka_restart); about 5 s to
+#                  start.  Topics are not created automatically: the worker
+#                  provisions what it produces, kafka_create_topics makes
+#                  the set broker_start has.  The kafka_* functions of
+#                  script/kafka.sh (kafka_topics, kafka_configs,
+#                  kafka_groups, kafka_topic_partitions, kafka_topic_config)
+#                  are the independent admin client.
 #
 # Waiting is always polling with a deadline (wait_until); every psql and
 # kcat call is bounded by `timeout`.
@@ -23,6 +39,7 @@
 #   FLYT_REPO, FLYT_CLUSTER_LIB, FLYT_FIXTURES
 #   FLYT_BROKER          broker program (default $FLYT_REPO/broker/flyt_broker)
 #   FLYT_IT_WAIT         default deadline of one wait in seconds (default 30)
+#   KAFKA_VERSION        Kafka release kafka_start runs (script/kafka.sh)
 #   FLYT_KEEP_CLUSTER=1  keep the cluster directory (script/cluster.sh)
 
 # Functions called through check/wait_until look unreachable to shellcheck,
@@ -40,6 +57,8 @@ if [ -z "${FLYT_FIXTURES:-}" ]; then
 fi
 # shellcheck source=script/cluster.sh
 . "$FLYT_CLUSTER_LIB"
+# shellcheck source=script/kafka.sh
+. "$FLYT_REPO/script/kafka.sh"
 
 ORG=fintlabs.no
 PREFIX=fintlabs-no.flyt.event
@@ -126,6 +145,12 @@ finish() {
 			echo "----- last 20 lines of the broker's stderr -----"
 			tail -n 20 "$BROKER_LOG" || true
 			echo "----- end of broker stderr -----"
+		fi
+		if [ -n "$KAFKA_LOG" ] && [ -s "$KAFKA_LOG" ]; then
+			echo "----- warnings and errors at the end of $KAFKA_LOG -----"
+			tail -n 2000 "$KAFKA_LOG" | grep -E '^\[[^]]*\] (WARN|ERROR|FATAL)' |
+				tail -n 20 || true
+			echo "----- end of the Kafka log -----"
 		fi
 	fi
 	echo "$passed passed, $failed failed"
@@ -222,6 +247,7 @@ it_setup() {
 # Runs from the traps: never fails.
 it_teardown() {
 	broker_stop || true
+	kafka_down || true
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		if [ "${FLYT_KEEP_CLUSTER:-0}" = 1 ]; then
 			echo "keeping $WORK" >&2
@@ -299,6 +325,27 @@ broker_stop() {
 		broker_out=-1
 	fi
 	return 0
+}
+
+# --- the real broker ---------------------------------------------------------------
+
+# kafka_start [name=value]... — start a real Apache Kafka node in $WORK/kafka
+# (script/kafka.sh kafka_up; extra server.properties lines last, e.g.
+# auto.create.topics.enable=true); sets BOOTSTRAP like broker_start, and
+# KAFKA_BOOTSTRAP, KAFKA_START_SECONDS, KAFKA_LOG, KAFKA_RUNNING_VERSION.
+# it_teardown stops it.  No topics yet: see kafka_create_topics.
+kafka_start() {
+	without_broker_fds kafka_up "$WORK/kafka" "$@" >>"$WORK/kafka.err" 2>&1 ||
+		bail "a real Kafka starts (script/kafka.sh)" "$(tail -n 40 "$WORK/kafka.err")"
+	BOOTSTRAP=$KAFKA_BOOTSTRAP
+	note "Kafka $KAFKA_RUNNING_VERSION pid $KAFKA_PID at $BOOTSTRAP, up in ${KAFKA_START_SECONDS}s"
+}
+
+# kafka_restart_checked — kafka_restart (same ports and data), or bail.
+kafka_restart_checked() {
+	without_broker_fds kafka_restart >>"$WORK/kafka.err" 2>&1 ||
+		bail "Kafka starts again" "$(tail -n 40 "$WORK/kafka.err")"
+	note "Kafka up again in ${KAFKA_START_SECONDS}s"
 }
 
 # --- the cluster -------------------------------------------------------------------
