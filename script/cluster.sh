@@ -66,12 +66,20 @@ _cluster_bindir() {
 # directory it cannot read (such as /root).  With FLYT_PG_PRELOAD set (make
 # asan), the server and its children run with LD_PRELOAD and ASAN_OPTIONS.
 _cluster_as_owner() {
+	cluster_run_as_owner "$CLUSTER_DIR" "$@"
+}
+
+# cluster_run_as_owner DIR COMMAND... — the same for a directory of another
+# cluster (a standby that a test manages itself).
+cluster_run_as_owner() {
+	local dir=$1
+	shift
 	local -a envs=()
 	if [ -n "${FLYT_PG_PRELOAD:-}" ]; then
 		envs=(env "LD_PRELOAD=$FLYT_PG_PRELOAD" "ASAN_OPTIONS=${ASAN_OPTIONS:-}")
 	fi
 	(
-		cd "$CLUSTER_DIR" || exit 1
+		cd "$dir" || exit 1
 		if [ "$(id -u)" -eq 0 ]; then
 			exec runuser -u postgres -- "${envs[@]}" "$@"
 		else

@@ -514,14 +514,7 @@ for line in sys.stdin:
 
 # Run a command as the owner of the standby's directory.
 _lc_sb_owner() {
-	(
-		cd "$LC_SB_DIR" || exit 1
-		if [ "$(id -u)" -eq 0 ]; then
-			exec runuser -u postgres -- "$@"
-		else
-			exec "$@"
-		fi
-	)
+	cluster_run_as_owner "$LC_SB_DIR" "$@"
 }
 
 # lc_standby_create — pg_basebackup -R of the running cluster into a new
