@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "access/xlog.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -164,6 +165,29 @@ set_user_properties(rd_kafka_conf_t *conf)
 }
 
 /*
+ * Static group membership (KIP-345): the consumer joins as
+ * "<application_id>-<system identifier>", the same after every restart of
+ * the worker or the server, and on a standby promoted in its place (physical
+ * replicas share the system identifier).  A restarted worker then takes
+ * back its partitions at once, instead of waiting for the coordinator to
+ * time out the member it was before (session.timeout.ms, 45 s by default)
+ * and rebalance.  group.instance.id in kafka_config wins.
+ */
+static bool
+set_static_membership(rd_kafka_conf_t *conf)
+{
+	char	   *id;
+	bool		ok;
+
+	if (strstr(flyt_kafka_config, "group.instance.id") != NULL)
+		return true;
+	id = psprintf("%s-" UINT64_FORMAT, flyt_application_id, GetSystemIdentifier());
+	ok = set_property(conf, "group.instance.id", id);
+	pfree(id);
+	return ok;
+}
+
+/*
  * The configuration both handles share: servers, identity, the user's
  * properties, logs on a queue and statistics (the worker learns from them
  * whether brokers are up and how far behind the consumer is).
@@ -288,6 +312,7 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 	if (conf == NULL)
 		goto fail;
 	if (!set_property(conf, "group.id", flyt_application_id) ||
+		!set_static_membership(conf) ||
 		!set_property(conf, "enable.auto.commit", "false") ||
 		!set_property(conf, "enable.auto.offset.store", "false") ||
 		!set_property(conf, "auto.offset.reset", "earliest") ||
