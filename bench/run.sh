@@ -32,6 +32,8 @@
 #   FLYT_BENCH_OUT=FILE            also append the figure lines to FILE
 #   FLYT_BENCH_CONF='a = 1;b = 2'  extra postgresql.conf lines (experiments,
 #                                  e.g. flyt_instance.max_in_flight = 10000)
+#   FLYT_BENCH_KAFKA=1             also ingest_kafka and pump_kafka against a
+#                                  real Apache Kafka (script/kafka.sh); 0: not
 #   FLYT_BENCH_PERF=DIR            record `perf record -a -g` of ingest,
 #                                  retry_1c, pump and cleanup (ours) into
 #                                  DIR/<figure>.data (distorts the figures a bit)
@@ -104,6 +106,14 @@ print(v if isinstance(v, int) else ('%d' % round(v)) if abs(v) >= 1000 else ('%.
 sql() {
 	printf '%s\n' "$1" | timeout "${LC_SQL_TIMEOUT:-600}" psql -X -qAt -v ON_ERROR_STOP=1 -d postgres -f - ||
 		die "sql: $1"
+}
+# trim_outbox N — keep only the newest N outbox rows.  (A plain comparison:
+# "id IN (subquery with OFFSET)" cannot be pulled up, and with stale
+# statistics the planner once ran it as an unhashed SubPlan per row.)
+trim_outbox() {
+	sql "ANALYZE flyt.outbox" >/dev/null
+	sql "DELETE FROM flyt.outbox WHERE id <= (SELECT id FROM flyt.outbox ORDER BY id DESC OFFSET $1 LIMIT 1)" >/dev/null
+	sql "VACUUM ANALYZE flyt.outbox" >/dev/null
 }
 outbox_empty() { lc_sql_true 'SELECT NOT EXISTS (SELECT FROM flyt.outbox)'; }
 drain() { lc_wait "${1:-300}" outbox_empty || die "outbox not drained: $(lc_sql 'SELECT count(*) FROM flyt.outbox')"; }
@@ -372,8 +382,7 @@ prod0=$(metric flyt_instance_produced_total)
 kafka_off
 per=$(((PUMP + INGEST - 1) / INGEST))
 sql "SELECT count(flyt_retry(i.id)) FROM generate_series(1, $per) g, flyt.instance i" >/dev/null
-sql "DELETE FROM flyt.outbox WHERE id IN (SELECT id FROM flyt.outbox ORDER BY id DESC OFFSET $PUMP)" >/dev/null
-sql "VACUUM ANALYZE flyt.outbox" >/dev/null
+trim_outbox "$PUMP"
 queued=$(sql "SELECT count(*) FROM flyt.outbox")
 timeout 300 psql -X -qAt -d postgres -c "COPY (SELECT key || E'\t' || value FROM flyt.outbox ORDER BY id) TO STDOUT" \
 	>"$LC_WORK/pump.txt" || die "dump the outbox"
@@ -399,6 +408,73 @@ prod1=$(metric flyt_instance_produced_total)
 [ "$(lc_worker_pid)" = "$wpid" ] || die "the worker restarted (pid $wpid -> $(lc_worker_pid))"
 say "worker private RSS ${rss0} kB -> ${rss1} kB over $(calc "$prod1 - $prod0") produced messages (after ingest of $INGEST, 2 retry runs and the latency run)"
 fig worker_rss_growth "$((rss1 - rss0))" kB
+
+# --- the same against Apache Kafka ------------------------------------------------------
+# A real single-node Kafka (script/kafka.sh) with the organisation's topics;
+# the worker is pointed at it for these two figures and back afterwards
+# (its stored consumer offsets belong to the embedded broker's topics, so
+# they are put aside meanwhile).
+#  ingest_kafka: INGEST messages produced at once to instance-received of
+#    the running, connected worker; from the first produce until stored.
+#    Floor: kcat -C reading the same messages from the same broker.
+#  pump_kafka: as pump, to the real broker.  Floor: kcat -P of the same file.
+KAFKA_ON=${FLYT_BENCH_KAFKA:-1}
+if [ "$KAFKA_ON" = 1 ]; then
+	# shellcheck source=script/kafka.sh
+	. "$HERE/../script/kafka.sh"
+	LC_CLEANUP_FNS+=(kafka_down)
+	kafka_up "$LC_WORK/kafka" >"$LC_WORK/kafka.log" 2>&1 || die "start Kafka: $(tail -n 20 "$LC_WORK/kafka.log")"
+	kafka_create_topics "$LC_ORG" 1 >>"$LC_WORK/kafka.log" 2>&1 || die "create the topics on Kafka"
+	say "Kafka $KAFKA_RUNNING_VERSION at $KAFKA_BOOTSTRAP, up in ${KAFKA_START_SECONDS}s"
+	drain 300
+	sql "CREATE TABLE bench.mock_offsets AS SELECT * FROM flyt.consumer_offset; DELETE FROM flyt.consumer_offset" >/dev/null
+	sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = '$KAFKA_BOOTSTRAP'" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	lc_wait 60 lc_sql_true "SELECT flyt_status()->>'status' = 'UP'" || die "worker UP on Kafka: $(lc_sql 'SELECT flyt_status()')"
+
+	gen_messages "$LC_WORK/ingest_kafka.tsv" kafka "$INGEST"
+	n0=$(sql "SELECT count(*) FROM flyt.instance")
+	t0=$(now)
+	timeout 300 "$LC_WORK/flyt_produce" -b "$KAFKA_BOOTSTRAP" -t "$LC_T_RECEIVED" <"$LC_WORK/ingest_kafka.tsv" \
+		2>>"$LC_WORK/producer.log" || die "produce to Kafka"
+	lc_wait 300 lc_count_at_least $((n0 + INGEST)) || die "ingest_kafka: $(lc_sql 'SELECT count(*) FROM flyt.instance') stored"
+	t1=$(now)
+	ik_rate=$(calc "$INGEST / ($t1 - $t0)")
+	t0=$(now)
+	timeout 300 kcat -C -q -b "$KAFKA_BOOTSTRAP" -t "$LC_T_RECEIVED" -o beginning -c "$INGEST" -e \
+		-f '%k %h %s\n' >/dev/null 2>"$LC_WORK/kcat_ingest.err" || die "kcat floor of ingest_kafka"
+	t1=$(now)
+	ik_floor=$(calc "$INGEST / ($t1 - $t0)")
+	fig ingest_kafka "$ik_rate" msgs/s "$ik_floor" "$(calc "$ik_rate / $ik_floor")"
+	drain 300
+
+	kafka_off
+	sql "SELECT count(flyt_retry(i.id)) FROM generate_series(1, $per) g, flyt.instance i" >/dev/null
+	trim_outbox "$PUMP"
+	queued=$(sql "SELECT count(*) FROM flyt.outbox")
+	timeout 300 psql -X -qAt -d postgres -c "COPY (SELECT key || E'\t' || value FROM flyt.outbox ORDER BY id) TO STDOUT" \
+		>"$LC_WORK/pump.txt" || die "dump the outbox"
+	t0=$(now)
+	timeout 600 kcat -P -q -b "$KAFKA_BOOTSTRAP" -t "$T_RETRY" -K $'\t' -l \
+		-H "flyt.instance-flow-headers=$hdr" -H "flyt.event-id=1234567" \
+		-X enable.idempotence=true -X acks=all "$LC_WORK/pump.txt" 2>"$LC_WORK/kcat_pump.err" ||
+		die "kcat floor on Kafka: $(tail -3 "$LC_WORK/kcat_pump.err")"
+	t1=$(now)
+	pk_floor=$(calc "$queued / ($t1 - $t0)")
+	t0=$(now)
+	sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = '$KAFKA_BOOTSTRAP'" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	lc_wait 900 outbox_empty || die "pump_kafka: outbox not drained"
+	t1=$(now)
+	pk_rate=$(calc "$queued / ($t1 - $t0)")
+	fig pump_kafka "$pk_rate" msgs/s "$pk_floor" "$(calc "$pk_rate / $pk_floor")"
+
+	# back to the embedded broker, with its offsets
+	kafka_off
+	sql "DELETE FROM flyt.consumer_offset; INSERT INTO flyt.consumer_offset SELECT * FROM bench.mock_offsets" >/dev/null
+	kafka_on
+	kafka_down
+fi
 
 # --- scale -------------------------------------------------------------------------------
 # flyt_retry latency (pgbench, 1 client) at random over every stored

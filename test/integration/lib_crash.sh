@@ -46,6 +46,8 @@ LC_BROKER_IN=-1
 LC_BROKER_OUT=-1
 LC_BROKER_ADDR=
 LC_BG_PIDS=()
+# functions lc_cleanup calls first (for example kafka_down of script/kafka.sh)
+LC_CLEANUP_FNS=()
 LC_SB_DIR=
 LC_SB_DATA=
 LC_SB_SOCK=
@@ -108,7 +110,9 @@ lc_init() {
 	# Fail fast while the installed extension has no worker yet.
 	local share
 	share=$("${PG_CONFIG:-pg_config}" --sharedir)/extension
-	if ! cat "$share"/flyt_instance--*.sql 2>/dev/null | grep -q 'flyt_status'; then
+	# (grep reads the files itself: "cat | grep -q" fails under pipefail
+	# whenever grep exits before cat has written everything)
+	if ! grep -qs 'flyt_status' "$share"/flyt_instance--*.sql; then
 		lc_bail "flyt_status() missing: the installed flyt_instance has no worker functions (make install?)" "not in $share/flyt_instance--*.sql"
 	fi
 	LC_WORK=$(mktemp -d "${TMPDIR:-/tmp}/flyt_wtest.XXXXXX")
@@ -119,7 +123,10 @@ lc_init() {
 # Stops everything this script started (except the cluster: cluster_trap
 # calls cluster_destroy after this).  Never fails.
 lc_cleanup() {
-	local pid
+	local pid fn
+	for fn in "${LC_CLEANUP_FNS[@]}"; do
+		"$fn" || true
+	done
 	for pid in "${LC_BG_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
