@@ -169,10 +169,18 @@ worker_exit(int code, Datum arg)
 	LWLockRelease(flyt_shared->lock);
 }
 
+/*
+ * The memory context a step started in (the pass context), which the step
+ * returns to: CommitTransactionCommand leaves TopMemoryContext current, and
+ * whatever a pass allocated after a step would otherwise pile up there.
+ */
+static MemoryContext step_caller_context = NULL;
+
 /* Starts a transaction for one step, connected to SPI. */
 static void
 begin_step(const char *activity)
 {
+	step_caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -202,6 +210,7 @@ end_step(void)
 	flyt_spi_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(step_caller_context);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -626,10 +635,12 @@ recover_from_error(void)
 {
 	bool		cleanup_failed = worker.step == STEP_CLEANUP;
 
-	MemoryContextSwitchTo(TopMemoryContext);
+	/* the pass context survives the abort; it is reset by the next pass */
+	MemoryContextSwitchTo(worker.pass_context);
 	EmitErrorReport();
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
+	MemoryContextSwitchTo(worker.pass_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	worker.step = STEP_OTHER;
 	free_batch();
