@@ -25,6 +25,8 @@
 #include "shared.h"
 #include "wire.h"
 
+PG_FUNCTION_INFO_V1(flyt_wire_json);
+
 static SPIPlanPtr enqueue_plan = NULL;
 
 /* Is this one of the error events, produced on {org}.{ctx}.event.error.{name}? */
@@ -67,8 +69,22 @@ flyt_instance_key(int64 instance_id)
 }
 
 /*
- * Queues one message in flyt.outbox and returns its id, which is also the
- * value of its flyt.event-id header.  key (the instance id, see
+ * flyt.wire_json(jsonb) → text: the compact JSON text written on the wire,
+ * for the set-based statements that queue messages themselves.
+ */
+Datum
+flyt_wire_json(PG_FUNCTION_ARGS)
+{
+	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "value");
+
+	PG_RETURN_TEXT_P(cstring_to_text(flyt_json_dump(json)));
+}
+
+/*
+ * Queues one message in flyt.outbox and returns its id.  Its flyt.event-id
+ * header is a random UUID stored with the row, so that a redelivery repeats
+ * it and no other message ever has it: an id that left the database is
+ * unique forever, whatever a crash or a failover does to sequences.  key (the instance id, see
  * flyt_instance_key), flow_headers (the flyt.instance-flow-headers header)
  * and value may be NULL.  The caller is connected to SPI.
  */
@@ -87,9 +103,9 @@ flyt_outbox_enqueue(const char *event_name, const char *key,
 					 "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
 					 "SELECT i, $1, $2, $3, "
 					 "  CASE WHEN $4 IS NULL "
-					 "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', i::pg_catalog.text) "
+					 "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) "
 					 "    ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', $4, "
-					 "                                       '" FLYT_HEADER_EVENT_ID "', i::pg_catalog.text) END, "
+					 "                                       '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) END, "
 					 "  $5 "
 					 "FROM pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS i "
 					 "RETURNING id",

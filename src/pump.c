@@ -20,6 +20,10 @@
  * have been written), so it is retried like any failure: consumers drop
  * duplicates by the flyt.event-id header.
  *
+ * Nothing is sent before the transaction that queued it is durable (flushed,
+ * and on synchronous standbys where the server waits for them), even when it
+ * committed without waiting: see make_visible_rows_durable.
+ *
  * The caller runs each function that touches the database inside a
  * transaction, connected to SPI.
  *
@@ -29,8 +33,10 @@
 
 #include "pg_jansson.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "replication/syncrep.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -307,6 +313,25 @@ kafka_headers(Jsonb *jb)
 	return headers;
 }
 
+/*
+ * Makes sure that every row this scan can see was written by a transaction
+ * that is durable: its commit record flushed here and, when the server
+ * waits for synchronous standbys, there too.  A transaction that committed
+ * without waiting (synchronous_commit = off, as the worker's own delivery
+ * and cleanup steps do) is visible before it is durable; a crash would lose
+ * it after Kafka got its message.  The scan's snapshot was taken before
+ * this call, so the WAL insert position now lies past every commit record
+ * it sees.  Usually that WAL is flushed already and this costs nothing.
+ */
+static void
+make_visible_rows_durable(void)
+{
+	XLogRecPtr	lsn = GetXLogInsertRecPtr();
+
+	XLogFlush(lsn);
+	SyncRepWaitForLSN(lsn, false);
+}
+
 static bool
 key_blocked(List *blocked, const char *key)
 {
@@ -330,6 +355,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	List	   *blocked = NIL;
 	int64		cursor = 0;
 	int			sent = 0;
+	bool		durable = false;
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
 	pump->more = false;
@@ -389,6 +415,11 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			if (key != NULL && key_blocked(blocked, key))
 				continue;
 
+			if (!durable)
+			{
+				make_visible_rows_durable();
+				durable = true;
+			}
 			topic = SPI_getvalue(tuple, desc, 2);
 			value = SPI_getvalue(tuple, desc, 5);
 			created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));

@@ -193,15 +193,32 @@ begin_step(const char *activity)
  * reach disk.  Only for steps whose loss in a crash is harmless because it
  * is redone: recording deliveries (a lost delete sends the message again,
  * and consumers drop it by flyt.event-id) and cleanup batches (the next run
- * deletes the same instances).  Consumed batches keep synchronous commit:
- * their offsets are also committed to Kafka, which must never get ahead of
- * what the database has durably applied.
+ * deletes the same instances).  Both may queue messages (a dead-lettered
+ * retry's error event, instance-deleted); the pump sends no row before the
+ * transaction that wrote it is durable (make_visible_rows_durable), so a
+ * crash never leaves Kafka holding an event of a change that was lost.
+ * Consumed batches keep synchronous commit: their offsets are also
+ * committed to Kafka, which must never get ahead of what the database has
+ * durably applied.
  */
 static void
 commit_without_waiting(void)
 {
 	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Makes the current step's transaction wait for its WAL whatever the
+ * server's synchronous_commit says (at least a local flush; the server's
+ * setting when it asks for more, such as remote_apply).
+ */
+static void
+commit_durably(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_ON)
+		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 static void
@@ -480,6 +497,7 @@ consume(void)
 	if (worker.nbatch == 0)
 		return;
 	begin_step("flyt_instance: applying consumed messages");
+	commit_durably();
 	flyt_consumer_apply(&worker.consumer, worker.batch, worker.nbatch);
 	end_step();
 	/* frees the messages */

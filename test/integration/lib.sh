@@ -96,6 +96,7 @@ def hdr($n): .headers as $h | [range(0; ($h | length); 2) | select($h[.] == $n) 
 def flow: hdr("flyt.instance-flow-headers") as $x | if $x == null then null else (try ($x | fromjson) catch null) end;
 def eventid: hdr("flyt.event-id");
 def isnum: type == "string" and test("^[0-9]+$");
+def isuuid: type == "string" and test("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$");
 def ms_utc: type == "string" and test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$");
 '
 

@@ -389,7 +389,7 @@ lc_registered_pairs() {
 import re, sys
 for line in sys.stdin:
     i = re.search(r"\"instanceId\" *: *([0-9]+)", line)
-    e = re.search(r"flyt\.event-id=([0-9]+)", line)
+    e = re.search(r"flyt\.event-id=([0-9a-f-]+)", line)
     print(i.group(1) if i else "none", e.group(1) if e else "none")
 ' | sort -u >"$1"
 }

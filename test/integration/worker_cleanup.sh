@@ -106,7 +106,7 @@ else
 	jcheck "their flow headers carry instanceId = key" "$F" 'length == 3 and all(.[]; (flow.instanceId | tostring) == .key)'
 	jcheck "their flow headers carry the stored sourceApplicationInstanceIds" "$F" \
 		'[.[] | flow.sourceApplicationInstanceId] | sort == ["cleanup-1", "cleanup-2", "cleanup-3"]'
-	jcheck "their flyt.event-id headers are numeric" "$F" 'length == 3 and all(.[]; eventid | isnum)'
+	jcheck "their flyt.event-id headers are UUIDs" "$F" 'length == 3 and all(.[]; eventid | isuuid)'
 	if wait_until "$WAIT" outbox_is 0; then
 		pass "outbox empty after the cleanup"
 	else

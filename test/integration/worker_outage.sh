@@ -55,9 +55,9 @@ retry_checks() {
 	wait_messages "$T_RETRY" "$n" 60 || fail "$name: $n retry messages on $T_RETRY"
 	f=$WORK/$T_RETRY.json
 	jcheck "$name: exactly $n messages on the retry topic" "$f" 'length == $n' --argjson n "$n"
-	jcheck "$name: flyt.event-id sequence is strictly increasing" "$f" \
-		'[.[] | eventid | tonumber] as $e | ($e | length) > 0 and $e == ($e | sort) and ($e | unique | length) == ($e | length)'
-	jcheck "$name: flyt.event-id values are the outbox ids" "$f" '[.[] | eventid] == $ids' --argjson ids "$ids"
+	jcheck "$name: flyt.event-id values are distinct UUIDs" "$f" \
+		'[.[] | eventid] as $e | ($e | length) > 0 and all($e[]; isuuid) and ($e | unique | length) == ($e | length)'
+	jcheck "$name: flyt.event-id values are those of the outbox rows, in outbox order" "$f" '[.[] | eventid] == $ids' --argjson ids "$ids"
 	jcheck "$name: correlationIds in the order of the flyt_retry calls" "$f" \
 		'[.[] | flow.correlationId] == $c' --argjson c "$corrs"
 	jcheck "$name: every value is the DTO" "$f" 'all(.[]; .payload | fromjson == $dto)' --argjson dto "$DTO"
@@ -93,7 +93,7 @@ for i in 1 2 3; do
 	corrs+=("$(sql "SELECT flyt_retry($ID)")")
 done
 CORRS=$(json_array "${corrs[@]}")
-IDS=$(sql "SELECT coalesce(jsonb_agg(id::text ORDER BY id), '[]') FROM flyt.outbox WHERE topic = '$T_RETRY'")
+IDS=$(sql "SELECT coalesce(jsonb_agg(headers->>'flyt.event-id' ORDER BY id), '[]') FROM flyt.outbox WHERE topic = '$T_RETRY'")
 check_eq "three retry rows queued" 3 "$(jq length <<<"$IDS")"
 
 if wait_until 60 status_is DOWN; then
@@ -177,7 +177,7 @@ check_eq "idle: the outbox is empty" 0 "$(outbox_count)"
 {
 	read -r corr
 	read -r outbox_id
-} < <(sql "BEGIN; SELECT flyt_retry($ID); SELECT max(id) FROM flyt.outbox; COMMIT;")
+} < <(sql "BEGIN; SELECT flyt_retry($ID); SELECT headers->>'flyt.event-id' FROM flyt.outbox ORDER BY id DESC LIMIT 1; COMMIT;")
 corrs+=("$corr")
 CORRS=$(json_array "${corrs[@]}")
 IDS=$(jq -c --arg id "$outbox_id" '. + [$id]' <<<"$IDS")
@@ -209,7 +209,7 @@ for i in 5 6; do
 	corrs+=("$(sql "SELECT flyt_retry($ID)")")
 done
 CORRS=$(json_array "${corrs[@]}")
-IDS=$(jq -c --argjson more "$(sql "SELECT coalesce(jsonb_agg(id::text ORDER BY id), '[]') FROM flyt.outbox WHERE topic = '$T_RETRY'")" \
+IDS=$(jq -c --argjson more "$(sql "SELECT coalesce(jsonb_agg(headers->>'flyt.event-id' ORDER BY id), '[]') FROM flyt.outbox WHERE topic = '$T_RETRY'")" \
 	'. + $more' <<<"$IDS")
 check_eq "two more retry rows queued" 2 "$(outbox_count)"
 if holds_for 3 outbox_is 2; then

@@ -96,12 +96,12 @@ jcheck "registered: exactly one message" "$F" 'length == 1'
 jcheck "registered: key is the instance id" "$F" '.[0].key == ($id | tostring)' --argjson id "$ID"
 jcheck "registered: flow headers = fixture headers + instanceId" "$F" \
 	'.[0] | flow == ($h + {instanceId: $id})' --argjson h "$FIX_HEADERS" --argjson id "$ID"
-jcheck "registered: flyt.event-id header present and numeric" "$F" '.[0] | eventid | isnum'
+jcheck "registered: flyt.event-id header present, a UUID" "$F" '.[0] | eventid | isuuid'
 jcheck "registered: value = fixture value + id + createdAt (ISO-8601 UTC ms)" "$F" \
 	'.[0].payload | fromjson | (del(.id, .createdAt) == $v) and .id == $id and (.createdAt | ms_utc)' \
 	--argjson v "$FIX_VALUE" --argjson id "$ID"
 jcheck "registered: value = flyt_instance(id)" "$F" '.[0].payload | fromjson == $dto' --argjson dto "$DTO"
-REG_EVENT_ID=$(jval "$F" '.[0] | eventid // 0')
+REG_EVENT_ID=$(jval "$F" '.[0] | eventid // ""')
 if wait_until "$WAIT" outbox_empty; then
 	pass "flyt.outbox is empty after delivery"
 else
@@ -121,8 +121,8 @@ jcheck "retry: header correlationId is the one flyt_retry returned" "$F" \
 jcheck "retry: header = stored headers with the new correlationId" "$F" \
 	'.[0] | flow == ($s + {correlationId: $c})' --argjson s "$STORED" --arg c "$CORR"
 jcheck "retry: value = the DTO" "$F" '.[0].payload | fromjson == $dto' --argjson dto "$DTO"
-jcheck "retry: flyt.event-id numeric and after the registered one" "$F" \
-	'.[0] | eventid | isnum and (tonumber > $r)' --argjson r "$REG_EVENT_ID"
+jcheck "retry: flyt.event-id a UUID other than the registered one's" "$F" \
+	'.[0] | eventid | isuuid and . != $r' --arg r "$REG_EVENT_ID"
 
 # --- instance-dispatched → deleted, instance-deleted ---------------------------------
 
@@ -154,7 +154,7 @@ jcheck "deleted: header instanceId, correlationId, sourceApplicationId as stored
 	'.[0] | flow as $f | [$f.instanceId, $f.correlationId, $f.sourceApplicationId] == [$s.instanceId, $s.correlationId, $s.sourceApplicationId]' \
 	--argjson s "$STORED"
 jcheck "deleted: header = the stored flow headers" "$F" '.[0] | flow == $s' --argjson s "$STORED"
-jcheck "deleted: flyt.event-id numeric" "$F" '.[0] | eventid | isnum'
+jcheck "deleted: flyt.event-id a UUID" "$F" '.[0] | eventid | isuuid'
 
 # --- bad messages: dead letter, error event, the next one is applied --------------------
 
@@ -216,8 +216,8 @@ for c in 1 2; do
 	jcheck "case $c: its flow headers are the received ones" "$F" \
 		'[.[] | select(flow.correlationId == $c) | flow | del(.instanceId)] == [$h | del(.instanceId)]' \
 		--arg c "${!corr_var}" --argjson h "$(if [ "$c" = 1 ]; then echo "$H1"; else echo "$H2"; fi)"
-	jcheck "case $c: it has a numeric flyt.event-id" "$F" \
-		'[.[] | select(flow.correlationId == $c) | eventid | isnum] == [true]' --arg c "${!corr_var}"
+	jcheck "case $c: it has a UUID flyt.event-id" "$F" \
+		'[.[] | select(flow.correlationId == $c) | eventid | isuuid] == [true]' --arg c "${!corr_var}"
 done
 jcheck "no registration-error event without readable headers (2 or 3 in all)" "$F" \
 	'length == 2 or length == 3'

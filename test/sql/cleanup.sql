@@ -25,6 +25,15 @@ SELECT flyt_cleanup('15 days', 2) AS deleted;
 SELECT array_agg((now() - created_at) > '35 days' ORDER BY created_at) AS older_gone FROM flyt.instance;
 SELECT event_name, value IS NULL AS null_value, (headers ->> 'flyt.instance-flow-headers')::jsonb ->> 'sourceApplicationInstanceId' AS source_instance
 FROM flyt.outbox ORDER BY id;
+-- The flow headers are written as every other event writes them (compact
+-- JSON, as flyt_retry queues them), with a random UUID as flyt.event-id.
+SELECT flyt_retry(id) IS NOT NULL AS retried FROM flyt.instance ORDER BY id LIMIT 1;
+SELECT strpos(headers ->> 'flyt.instance-flow-headers', '": ') = 0 AS compact,
+       headers ->> 'flyt.event-id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS event_id_is_uuid,
+       count(*)
+FROM flyt.outbox GROUP BY 1, 2;
+DELETE FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry';
+DELETE FROM flyt.instance_event WHERE event_type = 'RETRY_REQUESTED';
 -- Their history is replaced by one DELETED row with the next version.
 SELECT e.instance_id IN (SELECT id FROM flyt.instance) AS still_stored, event_type, version
 FROM flyt.instance_event e ORDER BY e.instance_id, version;

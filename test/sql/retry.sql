@@ -18,7 +18,7 @@ SELECT :'correlation' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}
 SELECT event_name, topic, key = :'id' AS keyed_by_id,
        (headers ->> 'flyt.instance-flow-headers')::jsonb
          = (:'headers'::jsonb || jsonb_build_object('instanceId', :id, 'correlationId', :'correlation')) AS flow_headers,
-       headers ->> 'flyt.event-id' = id::text AS event_id,
+       headers ->> 'flyt.event-id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS event_id_is_uuid,
        value::jsonb = flyt_instance(:id) AS value_is_dto
 FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry';
 

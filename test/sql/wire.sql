@@ -9,10 +9,10 @@ SELECT flyt_retry(:id) AS correlation \gset
 SELECT flyt_instance_dispatched(:'headers'::jsonb || jsonb_build_object('instanceId', :id)) AS dispatched;
 
 -- Every message: topic {org with dashes}.{context}.event.{name}, key = the
--- instance id as text, exactly two headers, flyt.event-id = the outbox id.
+-- instance id as text, exactly two headers, flyt.event-id a random UUID.
 SELECT id, event_name, topic, key,
        (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(headers) k) AS header_names,
-       headers ->> 'flyt.event-id' = id::text AS event_id_is_outbox_id
+       headers ->> 'flyt.event-id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS event_id_is_uuid
 FROM flyt.outbox ORDER BY id;
 
 -- flyt.instance-flow-headers: every field of the received headers, unchanged,

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+#
+# worker_durability.sh — no message reaches Kafka before the transaction
+# that queued it is durable.
+#
+# A transaction that commits without waiting for its WAL (here a session
+# with synchronous_commit = off; the worker's own delivery and cleanup steps
+# commit that way too) is visible at once but durable only once the WAL
+# writer flushes it (wal_writer_delay = 10 s here, so not soon).  The worker
+# once sent such a row right away: after a crash the transaction was gone,
+# while Kafka already held its event.  Now the pump flushes the WAL up to
+# what it can see before it sends.
+#
+#   - flyt_retry in a synchronous_commit = off session; wait until its
+#     instance-requested-for-retry is on Kafka; crash the server (immediate
+#     stop) at once and start it again: the retry's RETRY_REQUESTED history
+#     row (same correlationId) must have survived;
+#   - the same for the cleanup's instance-deleted (the worker's own
+#     asynchronous commit): after the crash the instance is gone for good.
+#     (This half held before the fix too: a cleanup batch writes enough WAL
+#     that the WAL writer, woken by a filled page, flushes it within
+#     milliseconds.  The retry half failed on every run before the fix.)
+#   - every flyt.event-id is a UUID, and messages sharing one are the same
+#     message sent again.
+#
+# Own broker and cluster; both always stopped.  Prints ok/not ok lines and
+# "N passed, M failed"; exit status non-zero on any failure.
+
+# shellcheck disable=SC2016,SC2317
+set -euo pipefail
+
+# shellcheck source=test/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+it_setup 300
+
+broker_start
+worker_cluster_start -c "wal_writer_delay = 10000" -c "wal_writer_flush_after = 1GB" \
+	-c "flyt_instance.cleanup_interval = '2s'" -c "flyt_instance.cleanup_initial_delay = '1h'"
+require_worker
+if wait_status_up 45; then
+	pass "status UP"
+else
+	bail "status UP" "flyt_status(): $(show_status)"
+fi
+
+ID=$(sql -v h="$FIX_HEADERS" -v v="$FIX_VALUE" "SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)")
+wait_messages "$T_REGISTERED" 1 || fail "instance-registered is delivered"
+
+restart_after_crash() {
+	without_broker_fds cluster_crash || true
+	without_broker_fds cluster_start || bail "the server starts after the crash"
+	wait_status_up 45 || fail "status UP after the crash" "flyt_status(): $(show_status)"
+}
+
+# --- a user's transaction that committed without waiting ------------------------------
+CORR=$(printf 'SET synchronous_commit = off;\nSELECT flyt_retry(%s);\n' "$ID" |
+	timeout 30 psql -X -At -q -v ON_ERROR_STOP=1 -d postgres -f -)
+note "retry $CORR committed with synchronous_commit = off"
+on_kafka() {
+	snapshot "$T_RETRY"
+	jq -e --arg c "$1" "$JQ_DEFS"' any(.[]; flow.correlationId == $c)' "$WORK/$T_RETRY.json" >/dev/null
+}
+if wait_until 30 on_kafka "$CORR"; then
+	pass "the retry is on Kafka"
+else
+	fail "the retry is on Kafka" "flyt_status(): $(show_status)"
+fi
+restart_after_crash
+check_eq "after a crash right after it was sent, the retry's history row is there" 1 \
+	"$(sql "SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED' AND correlation_id = '$CORR'")"
+
+# --- the worker's own asynchronous commit: a cleanup batch ------------------------------
+sql "UPDATE flyt.instance SET created_at = now() - interval '100 days' WHERE id = $ID" >/dev/null
+sql "ALTER SYSTEM SET flyt_instance.cleanup_initial_delay = '0s'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+if wait_until 60 topic_has_at_least "$T_DELETED" 1; then
+	pass "the cleanup's instance-deleted is on Kafka"
+else
+	fail "the cleanup's instance-deleted is on Kafka" "flyt_status(): $(show_status)"
+fi
+restart_after_crash
+check_eq "after a crash right after it was sent, the instance stays deleted" 0 \
+	"$(sql "SELECT count(*) FROM flyt.instance WHERE id = $ID")"
+check_eq "and its DELETED history row is there" 1 \
+	"$(sql "SELECT count(*) FROM flyt.instance_event WHERE instance_id = $ID AND event_type = 'DELETED'")"
+
+# --- event ids -----------------------------------------------------------------------------
+# A message sent again after a crash (its delivery was recorded by a lost
+# transaction) repeats its flyt.event-id, as consumers expect; two different
+# messages never share one.
+for t in "$T_REGISTERED" "$T_RETRY" "$T_DELETED"; do consume_all "$t"; done | jq -s . >"$WORK/all.json"
+jcheck "every flyt.event-id is a UUID" "$WORK/all.json" 'length > 0 and all(.[]; eventid | isuuid)'
+jcheck "messages with the same flyt.event-id are the same message" "$WORK/all.json" \
+	'group_by(eventid) | all(.[]; map({topic, key, payload, headers}) | unique | length == 1)'
+note "$(jval "$WORK/all.json" 'length') messages, $(jval "$WORK/all.json" '[.[] | eventid] | unique | length') distinct flyt.event-id values"
+
+finish
