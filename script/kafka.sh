@@ -249,18 +249,25 @@ _kafka_port_free() {
 	fi
 }
 
-# A free port between 50000 and 54999 (script/cluster.sh takes 55000-59999),
-# other than $1.
+# A free port other than $1, among the 5000 just below the kernel's
+# ephemeral range (Linux's default range starts at 32768): while the node is
+# down for a restart, no client connection and no program binding port 0
+# can take its ports.  Where that range starts too low: 50000-54999
+# (script/cluster.sh takes 55000-59999).
 _kafka_pick_port() {
-	local i port
+	local i port low=32768 base=50000
+	read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+	if [ "$low" -gt 6024 ]; then
+		base=$((low - 5000))
+	fi
 	for ((i = 0; i < 100; i++)); do
-		port=$((50000 + RANDOM % 5000))
+		port=$((base + RANDOM % 5000))
 		if [ "$port" != "${1:-}" ] && _kafka_port_free "$port"; then
 			printf '%s\n' "$port"
 			return 0
 		fi
 	done
-	_kafka_say "no free TCP port found between 50000 and 54999"
+	_kafka_say "no free TCP port found between $base and $((base + 4999))"
 	return 1
 }
 
