@@ -248,6 +248,12 @@ it_setup() {
 # Runs from the traps: never fails.
 it_teardown() {
 	broker_stop || true
+	# A real Kafka after the cluster, the reverse of the start: the worker
+	# then leaves its group while the broker still answers, and a fast stop
+	# does not wait on a broker that went away a moment before.
+	if [ -n "$KAFKA_PID" ]; then
+		cluster_destroy || true
+	fi
 	kafka_down || true
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		if [ "${FLYT_KEEP_CLUSTER:-0}" = 1 ]; then
