@@ -7,6 +7,12 @@
 # SIGTERM/SIGHUP) and removes everything.  Does not read standard input.
 #
 # Environment:
+#   KAFKA          mock (default): the embedded broker, up at once;
+#                  real: a real Apache Kafka node (script/kafka.sh: KRaft,
+#                  from Maven Central, a few seconds to start; the first
+#                  time Maven downloads it).  `make run KAFKA=real`.
+#   KAFKA_VERSION  with KAFKA=real: the Kafka release (default: the newest
+#                  3.9.x, see script/kafka/pom.xml)
 #   FLYT_FIXTURES  directory with instance-received.{headers,value}.json
 #                  (default ../shared/fixtures beside the repository, falling
 #                  back to test/fixtures in it)
@@ -23,6 +29,7 @@ cd "$repo"
 # of a non-interactive shell ignore Ctrl-C, so it would linger otherwise).
 sleep_pid=
 broker_pid=
+kafka_dir=
 on_exit() {
 	if [ -n "$sleep_pid" ]; then
 		kill "$sleep_pid" 2>/dev/null || true
@@ -36,6 +43,15 @@ on_exit() {
 	if [ -n "${CLUSTER_DIR:-}" ]; then
 		echo
 		echo "Stopping the cluster and removing $CLUSTER_DIR"
+	fi
+	if [ -n "$kafka_dir" ]; then
+		# The cluster first, so that the worker leaves its consumer group
+		# while the broker still answers.
+		cluster_destroy
+		echo "Stopping Kafka and removing $kafka_dir"
+		kafka_down
+		rm -rf "$kafka_dir"
+		kafka_dir=
 	fi
 }
 cluster_trap on_exit
@@ -55,19 +71,43 @@ for f in "$headers_file" "$instance_file"; do
 done
 
 # --- broker ------------------------------------------------------------------
-# The broker runs until its standard input closes: a coprocess keeps that
-# pipe open for as long as this script runs.
-echo "Starting the embedded Kafka broker..."
-coproc BROKER { exec "$repo/broker/flyt_broker" --topics-for fintlabs.no 2>/dev/null; }
-broker_pid=$BROKER_PID
+kafka=${KAFKA:-mock}
 bootstrap=
-if read -r -t 30 line <&"${BROKER[0]}"; then
-	bootstrap=${line#bootstrap=}
-fi
-if [ -z "$bootstrap" ]; then
-	echo "run: the embedded broker did not start" >&2
-	exit 1
-fi
+case $kafka in
+mock | embedded)
+	# The broker runs until its standard input closes: a coprocess keeps
+	# that pipe open for as long as this script runs.
+	echo "Starting the embedded Kafka broker..."
+	coproc BROKER { exec "$repo/broker/flyt_broker" --topics-for fintlabs.no 2>/dev/null; }
+	# shellcheck disable=SC2153  # BROKER_PID: set by coproc
+	broker_pid=$BROKER_PID
+	if read -r -t 30 line <&"${BROKER[0]}"; then
+		bootstrap=${line#bootstrap=}
+	fi
+	if [ -z "$bootstrap" ]; then
+		echo "run: the embedded broker did not start" >&2
+		exit 1
+	fi
+	broker_desc="$bootstrap (librdkafka's mock cluster, in memory)"
+	;;
+real)
+	# shellcheck source=script/kafka.sh
+	. "$repo/script/kafka.sh"
+	echo "Starting Apache Kafka (script/kafka.sh)..."
+	kafka_dir=$(mktemp -d "${TMPDIR:-/tmp}/flyt_kafka.XXXXXX")
+	kafka_up "$kafka_dir"
+	# The topics the mock has from the start; the worker provisions (sets
+	# retention.ms on) the ones it produces.
+	kafka_create_topics fintlabs.no
+	bootstrap=$KAFKA_BOOTSTRAP
+	broker_desc="$bootstrap (Apache Kafka $KAFKA_RUNNING_VERSION, up in ${KAFKA_START_SECONDS}s)
+  Kafka log:       $KAFKA_LOG"
+	;;
+*)
+	echo "run: KAFKA must be mock (the default) or real, not '$kafka'" >&2
+	exit 2
+	;;
+esac
 
 # --- cluster -----------------------------------------------------------------
 echo "Starting a throw-away PostgreSQL cluster..."
@@ -97,7 +137,7 @@ flyt_instance is running.
 
   data directory:  $CLUSTER_DATA
   server log:      $CLUSTER_LOG
-  Kafka broker:    $bootstrap (librdkafka's mock cluster, in memory)
+  Kafka broker:    $broker_desc
   sample instance: id $instance_id, from $fixtures
 
 Connect with:
@@ -129,6 +169,20 @@ and dispatch one (deletes it and produces instance-deleted):
 
   kcat -P -b $bootstrap -t fintlabs-no.flyt.event.instance-dispatched \\
        -H "flyt.instance-flow-headers={\\"sourceApplicationId\\":2,\\"correlationId\\":\\"9b7a1f0e-3c55-4e0a-9d1e-5f2b0c1d7a11\\",\\"instanceId\\":$instance_id}" $instance_file
+
+EOF
+if [ "$kafka" = real ]; then
+	cat <<EOF
+
+Kafka's own admin tools work against it, e.g.:
+
+  script/kafka.sh topics $kafka_dir --describe
+  script/kafka.sh configs $kafka_dir --describe --entity-type topics \\
+       --entity-name fintlabs-no.flyt.event.instance-registered
+  script/kafka.sh groups $kafka_dir --describe --group fint-flyt-instance-service
+EOF
+fi
+cat <<EOF
 
 Press Ctrl-C to stop the cluster and remove it.
 EOF
