@@ -14,7 +14,9 @@ set -euo pipefail
 # plus what the tests use: jq and python3 (reading kcat's JSON, META.json),
 # yamllint, nginx and envsubst (gettext-base) for the deployment files, and
 # kubectl (Debian's kubernetes-client, unless a kubectl is there already:
-# installing it over another package's /usr/bin/kubectl fails).
+# installing it over another package's /usr/bin/kubectl fails); and for
+# the real Kafka broker of the tests (script/kafka.sh), Java 17 and Maven,
+# unless a java and an mvn are there already.
 # .ci/run installs this same list.
 packages=(
 	postgresql-15
@@ -49,6 +51,8 @@ for pkg in "${packages[@]}"; do
 	esac
 done
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
