@@ -571,7 +571,7 @@ kafka_up() {
 	fi
 	start=$(_kafka_now)
 	mkdir -p "$dir" || return 1
-	KAFKA_DIR=$(cd "$dir" && pwd) || return 1
+	KAFKA_DIR=$(cd "$dir" && pwd -P) || return 1
 	if [ -e "$KAFKA_DIR/data" ]; then
 		_kafka_say "$KAFKA_DIR already holds a node (data/); use kafka_restart or a fresh directory"
 		return 1
@@ -708,7 +708,7 @@ kafka_attach() {
 		_kafka_say "kafka_attach: no node in '$dir'"
 		return 1
 	fi
-	KAFKA_DIR=$(cd "$dir" && pwd) || return 1
+	KAFKA_DIR=$(cd "$dir" && pwd -P) || return 1
 	KAFKA_LOG=$KAFKA_DIR/server.log
 	KAFKA_BOOTSTRAP=$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$KAFKA_DIR/kafka.env")
 	KAFKA_PORT=$(sed -n 's/^KAFKA_PORT=//p' "$KAFKA_DIR/kafka.env")
@@ -866,7 +866,7 @@ _kafka_main() {
 	down)
 		[ "$#" -eq 1 ] || _kafka_usage || return
 		[ -d "$1" ] || return 0
-		KAFKA_DIR=$(cd "$1" && pwd) || return 1
+		KAFKA_DIR=$(cd "$1" && pwd -P) || return 1
 		if [ -r "$KAFKA_DIR/kafka.env" ]; then
 			KAFKA_CP_FILE=$(sed -n 's/^KAFKA_CP_FILE=//p' "$KAFKA_DIR/kafka.env")
 			KAFKA_CDS_DUMP=$(sed -n 's/^KAFKA_CDS_DUMP=//p' "$KAFKA_DIR/kafka.env")
