@@ -292,9 +292,8 @@ BEGIN
 		RAISE EXCEPTION 'role flyt_web exists and can do more than PostgREST''s anonymous role may'
 			USING DETAIL = 'flyt_web can log in, has attributes beyond NOLOGIN, or is a member of other roles.',
 				HINT = 'Make it NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS and a member of no role, or drop it, then install again.';
-	ELSE
-		RAISE NOTICE 'using the existing role flyt_web (roles belong to the cluster; another database made it)';
 	END IF;
+	-- otherwise it is the role another database's install made: reuse it
 END
 $$;
 
