@@ -166,19 +166,6 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 }
 
 /*
- * Parses and validates the two jsonb arguments of the SQL functions into
- * flow headers and a canonical instance.
- */
-static void
-headers_from_jsonb(Jsonb *jb, FlytFlowHeaders *headers)
-{
-	size_t		len;
-	char	   *text = flyt_jsonb_to_text(jb, &len);
-
-	flyt_parse_flow_headers(text, len, headers);
-}
-
-/*
  * flyt_register_instance(headers jsonb, instance jsonb) → bigint: what the
  * consumer does for instance-received.
  */
@@ -187,16 +174,14 @@ flyt_register_instance(PG_FUNCTION_ARGS)
 {
 	FlytFlowHeaders headers;
 	json_t	   *payload;
-	size_t		len;
-	char	   *text;
 	int64		id;
 
 	flyt_require_argument(fcinfo, 0, "headers");
 	flyt_require_argument(fcinfo, 1, "instance");
 
-	headers_from_jsonb(PG_GETARG_JSONB_P(0), &headers);
-	text = flyt_jsonb_to_text(PG_GETARG_JSONB_P(1), &len);
-	payload = flyt_parse_instance(text, len);
+	/* not detoasted yet: far too large arguments are rejected before */
+	flyt_flow_headers_from_jsonb(PG_GETARG_DATUM(0), &headers);
+	payload = flyt_instance_from_jsonb(PG_GETARG_DATUM(1));
 
 	flyt_spi_connect();
 	id = flyt_store_instance(&headers, payload);
@@ -330,7 +315,7 @@ flyt_instance_dispatched(PG_FUNCTION_ARGS)
 	bool		deleted;
 
 	flyt_require_argument(fcinfo, 0, "headers");
-	headers_from_jsonb(PG_GETARG_JSONB_P(0), &headers);
+	flyt_flow_headers_from_jsonb(PG_GETARG_DATUM(0), &headers);
 	if (!headers.has_instance_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

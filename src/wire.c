@@ -19,14 +19,19 @@
 #include "pg_jansson.h"
 
 #include <ctype.h>
+#include <limits.h>
 
+#include "access/detoast.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
@@ -86,6 +91,122 @@ load_json(const char *text, size_t len, const char *what)
 	return json;
 }
 
+/*
+ * What one cheap pass over JSON text tells before jansson builds a tree of
+ * it: how many values it holds (objects, arrays, strings, numbers, booleans
+ * and nulls; not keys) and how deep it nests.  The pass stops as soon as
+ * either exceeds its limit.  It allocates nothing and never fails: on text
+ * that is not JSON its figures are approximate, and jansson then reports the
+ * syntax error.
+ */
+typedef struct JsonShape
+{
+	int64		values;
+	int			depth;			/* deepest nesting of objects and arrays */
+	bool		too_many;		/* values exceeded max_values */
+	bool		too_deep;		/* depth exceeded max_depth */
+	const char *key;			/* then: the top-level key it happened under */
+	size_t		key_len;		/* (raw JSON text between the quotes) */
+} JsonShape;
+
+/* A byte of a number, true, false or null (ASCII only, whatever the locale). */
+static bool
+is_word_byte(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		c == '-' || c == '+' || c == '.';
+}
+
+static void
+scan_json(const char *text, size_t len, int64 max_values, int max_depth,
+		  JsonShape *shape)
+{
+	int			depth = 0;
+	const char *key = NULL;
+	size_t		key_len = 0;
+
+	memset(shape, 0, sizeof(*shape));
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) text[i];
+
+		if (c == '{' || c == '[')
+		{
+			shape->values++;
+			if (++depth > shape->depth)
+				shape->depth = depth;
+			if (depth > max_depth)
+			{
+				shape->too_deep = true;
+				shape->key = key;
+				shape->key_len = key_len;
+				return;
+			}
+		}
+		else if (c == '}' || c == ']')
+		{
+			if (depth > 0)
+				depth--;
+			if (depth == 0)
+				key = NULL;
+		}
+		else if (c == '"')
+		{
+			size_t		start = i + 1;
+			size_t		j;
+
+			for (i = start; i < len && text[i] != '"'; i++)
+			{
+				if (text[i] == '\\')
+					i++;
+			}
+			/* a string followed by ':' is a key, not a value */
+			for (j = i + 1; j < len && (text[j] == ' ' || text[j] == '\t' ||
+										 text[j] == '\n' || text[j] == '\r'); j++)
+				;
+			if (j < len && text[j] == ':')
+			{
+				if (depth == 1)
+				{
+					key = text + start;
+					key_len = Min(i, len) - start;
+				}
+			}
+			else
+				shape->values++;
+		}
+		else if (is_word_byte(c) && (i == 0 || !is_word_byte((unsigned char) text[i - 1])))
+			shape->values++;	/* a number, true, false or null */
+
+		if (shape->values > max_values)
+		{
+			shape->too_many = true;
+			return;
+		}
+	}
+}
+
+/*
+ * The top-level key of a JsonShape for a message, or NULL when it has
+ * escapes, control characters or bytes that are not UTF-8 (it is raw text
+ * that jansson has not read yet).
+ */
+static char *
+shape_key(const JsonShape *shape)
+{
+	if (shape->key == NULL || shape->key_len == 0 ||
+		pg_encoding_verifymbstr(PG_UTF8, shape->key, (int) shape->key_len) != (int) shape->key_len)
+		return NULL;
+	for (size_t i = 0; i < shape->key_len; i++)
+	{
+		unsigned char c = (unsigned char) shape->key[i];
+
+		if (c < 0x20 || c == 0x7F || c == '\\')
+			return NULL;
+	}
+	return pnstrdup(shape->key, shape->key_len);
+}
+
 /* Is text a UUID in the canonical 8-4-4-4-12 hex form? */
 static bool
 parse_uuid(const char *text, pg_uuid_t *uuid)
@@ -126,6 +247,62 @@ invalid_header(const char *field, const char *problem)
 			 errhidestmt(true)));
 }
 
+static void
+headers_too_large(size_t len, bool more)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("headers are too large"),
+			 more ?
+			 errdetail("The instance flow headers are more than %zu bytes of JSON text; at most %d are accepted.",
+					   len, FLYT_MAX_FLOW_HEADERS_BYTES) :
+			 errdetail("The instance flow headers are %zu bytes of JSON text; at most %d are accepted.",
+					   len, FLYT_MAX_FLOW_HEADERS_BYTES),
+			 errhidestmt(true)));
+}
+
+static void
+instance_too_large(size_t len, bool more)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("instance is too large"),
+			 more ?
+			 errdetail("The instance is more than %zu bytes of JSON text; flyt_instance.max_instance_bytes allows %d.",
+					   len, flyt_max_instance_bytes) :
+			 errdetail("The instance is %zu bytes of JSON text; flyt_instance.max_instance_bytes allows %d.",
+					   len, flyt_max_instance_bytes),
+			 errhidestmt(true)));
+}
+
+static void
+instance_too_many_values(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("instance has too many values"),
+			 errdetail("An instance may hold at most %d JSON values (objects, arrays, strings, numbers, booleans and nulls).",
+					   FLYT_MAX_INSTANCE_VALUES),
+			 errhidestmt(true)));
+}
+
+/* Appends ".key" (or "key" at the root) to a path. */
+static void
+path_push_key(StringInfo path, const char *key)
+{
+	if (path->len > 0)
+		appendStringInfoChar(path, '.');
+	appendStringInfoString(path, key);
+}
+
+/* Cuts a path back to len bytes. */
+static void
+path_truncate(StringInfo path, int len)
+{
+	path->len = len;
+	path->data[len] = '\0';
+}
+
 /* Optional string field: absent, null or a string. */
 static const char *
 optional_string(json_t *headers, const char *field)
@@ -156,22 +333,43 @@ optional_integer(json_t *headers, const char *field, int64 *value)
 /*
  * Parses and validates InstanceFlowHeaders JSON text.  Unknown fields are
  * kept in headers->json; any problem is an ERROR with SQLSTATE 22023 naming
- * the field.
+ * the field, or 54000 when the text is larger than
+ * FLYT_MAX_FLOW_HEADERS_BYTES.  They are sent on with every event of the
+ * instance, hence the limits on their size and nesting.
  */
 void
 flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 {
-	json_t	   *json = load_json(text, len, "headers");
+	json_t	   *json;
 	json_t	   *v;
 	int64		configuration_id;
+	JsonShape	shape;
 
 	memset(headers, 0, sizeof(*headers));
+	if (len > FLYT_MAX_FLOW_HEADERS_BYTES)
+		headers_too_large(len, false);
+	scan_json(text, len, PG_INT64_MAX, FLYT_MAX_FLOW_HEADERS_DEPTH, &shape);
+	if (shape.too_deep)
+	{
+		char	   *key = shape_key(&shape);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 key ? errmsg("headers.%s is nested deeper than %d levels",
+							  key, FLYT_MAX_FLOW_HEADERS_DEPTH) :
+				 errmsg("headers are nested deeper than %d levels",
+						FLYT_MAX_FLOW_HEADERS_DEPTH),
+				 errdetail("The instance flow headers are invalid."),
+				 errhidestmt(true)));
+	}
+
+	json = load_json(text, len, "headers");
 	if (!json_is_object(json))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("headers must be a JSON object"),
 				 errdetail("The instance flow headers are invalid."),
-			 errhidestmt(true)));
+				 errhidestmt(true)));
 	headers->json = json;
 
 	v = json_object_get(json, "sourceApplicationId");
@@ -215,15 +413,6 @@ flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 	}
 }
 
-/* Appends ".key" (or "key" at the root) to a path. */
-static void
-path_push_key(StringInfo path, const char *key)
-{
-	if (path->len > 0)
-		appendStringInfoChar(path, '.');
-	appendStringInfoString(path, key);
-}
-
 static void
 invalid_instance(StringInfo path, const char *problem)
 {
@@ -234,21 +423,32 @@ invalid_instance(StringInfo path, const char *problem)
 			 errhidestmt(true)));
 }
 
-/*
- * Validates one instance object at path and returns its canonical form
- * {"valuePerKey": {...}, "objectCollectionPerKey": {...}}; other fields
- * (id, createdAt) are dropped.
- */
-static json_t *
-canonical_instance(json_t *object, StringInfo path, int depth)
+/* State of turning a parsed instance into its canonical form. */
+typedef struct Canonical
 {
+	StringInfoData path;		/* of the value being validated */
+	json_t	   *empty_object;	/* shared by every absent or null map */
+	json_t	   *empty_array;	/* shared by every null collection */
+} Canonical;
+
+/*
+ * Validates one instance object at c->path and turns it, in place, into its
+ * canonical form {"valuePerKey": {...}, "objectCollectionPerKey": {...}}:
+ * other fields (id, createdAt, unknown ones) are dropped, absent or null
+ * maps become empty ones and null collections empty arrays.  Working in
+ * place, with one shared empty object and array, keeps the memory of an
+ * instance at the one tree jansson built (a copy would double it, and more
+ * for instances full of empty objects).
+ */
+static void
+canonicalise_instance(Canonical *c, json_t *object, int depth)
+{
+	StringInfo	path = &c->path;
+	int			base = path->len;
 	json_t	   *values;
 	json_t	   *collections;
-	json_t	   *out_collections;
-	json_t	   *result;
 	const char *key;
 	json_t	   *v;
-	int			base = path->len;
 
 	check_stack_depth();
 	if (!json_is_object(object))
@@ -256,13 +456,14 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 	if (depth > FLYT_MAX_INSTANCE_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is nested deeper than %d levels", path->data, FLYT_MAX_INSTANCE_DEPTH),
+				 errmsg("%s is nested deeper than %d levels", path->data,
+						FLYT_MAX_INSTANCE_DEPTH),
 				 errdetail("The instance is invalid."),
-			 errhidestmt(true)));
+				 errhidestmt(true)));
 
 	values = json_object_get(object, "valuePerKey");
 	if (values == NULL || json_is_null(values))
-		values = json_object();
+		values = c->empty_object;
 	else
 	{
 		path_push_key(path, "valuePerKey");
@@ -270,23 +471,21 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 			invalid_instance(path, "must be an object");
 		json_object_foreach(values, key, v)
 		{
-			if (!json_is_string(v) && !json_is_null(v))
+			if (json_is_null(v))
+				continue;
+			if (!json_is_string(v))
 			{
-				int			here = path->len;
-
 				path_push_key(path, key);
 				invalid_instance(path, "must be a string");
-				path->len = here;
 			}
 		}
-		json_incref(values);
-		path->len = base;
-		path->data[base] = '\0';
+		path_truncate(path, base);
 	}
 
-	out_collections = json_object();
 	collections = json_object_get(object, "objectCollectionPerKey");
-	if (collections != NULL && !json_is_null(collections))
+	if (collections == NULL || json_is_null(collections))
+		collections = c->empty_object;
+	else
 	{
 		path_push_key(path, "objectCollectionPerKey");
 		if (!json_is_object(collections))
@@ -294,12 +493,13 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 		json_object_foreach(collections, key, v)
 		{
 			int			here = path->len;
-			json_t	   *out_array = json_array();
 
 			path_push_key(path, key);
-			if (!json_is_array(v) && !json_is_null(v))
+			if (json_is_null(v))
+				json_object_set(collections, key, c->empty_array);	/* same key: safe while iterating */
+			else if (!json_is_array(v))
 				invalid_instance(path, "must be an array of instances");
-			if (json_is_array(v))
+			else
 			{
 				size_t		i;
 				json_t	   *child;
@@ -308,17 +508,13 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 				json_array_foreach(v, i, child)
 				{
 					appendStringInfo(path, "[%zu]", i);
-					json_array_append_new(out_array, canonical_instance(child, path, depth + 1));
-					path->len = key_end;
-					path->data[key_end] = '\0';
+					canonicalise_instance(c, child, depth + 1);
+					path_truncate(path, key_end);
 				}
 			}
-			json_object_set_new(out_collections, key, out_array);
-			path->len = here;
-			path->data[here] = '\0';
+			path_truncate(path, here);
 		}
-		path->len = base;
-		path->data[base] = '\0';
+		path_truncate(path, base);
 	}
 
 	/* createdAt is ignored on input, but must still be one of its two forms */
@@ -332,33 +528,276 @@ canonical_instance(json_t *object, StringInfo path, int depth)
 		}
 	}
 
-	result = json_object();
-	json_object_set_new(result, "valuePerKey", values);
-	json_object_set_new(result, "objectCollectionPerKey", out_collections);
-	return result;
+	json_incref(values);
+	json_incref(collections);
+	json_object_clear(object);
+	json_object_set_new(object, "valuePerKey", values);
+	json_object_set_new(object, "objectCollectionPerKey", collections);
 }
 
 /*
  * Parses and validates an instance (SPEC section 3) and returns its
  * canonical form.  Any problem is an ERROR: SQLSTATE 22023 naming the path,
- * or 54000 when the text is larger than flyt_instance.max_instance_bytes.
+ * or 54000 when the text is larger than flyt_instance.max_instance_bytes or
+ * holds more than FLYT_MAX_INSTANCE_VALUES values.
+ *
+ * Memory: both limits are checked before any tree is built.  jansson's tree
+ * costs about 300 bytes per value (600 for an empty object), storing it as
+ * jsonb (flyt_json_to_jsonb) about 300 more at its peak, so one instance
+ * needs at most about 100 MB, and a few times its size when it is mostly
+ * long strings.  The canonical tree shares its empty objects and arrays:
+ * treat it as read-only.
  */
 json_t *
 flyt_parse_instance(const char *text, size_t len)
 {
 	json_t	   *json;
-	StringInfoData path;
+	JsonShape	shape;
+	Canonical	c;
 
 	if (len > (size_t) flyt_max_instance_bytes)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("instance is too large"),
-				 errdetail("The instance is %zu bytes; flyt_instance.max_instance_bytes allows %d.",
-						   len, flyt_max_instance_bytes),
-				 errhidestmt(true)));
+		instance_too_large(len, false);
+	scan_json(text, len, FLYT_MAX_INSTANCE_VALUES, INT_MAX, &shape);
+	if (shape.too_many)
+		instance_too_many_values();
+
 	json = load_json(text, len, "instance");
-	initStringInfo(&path);
-	return canonical_instance(json, &path, 1);
+	initStringInfo(&c.path);
+	c.empty_object = json_object();
+	c.empty_array = json_array();
+	canonicalise_instance(&c, json, 1);
+	json_decref(c.empty_object);
+	json_decref(c.empty_array);
+	pfree(c.path.data);
+	return json;
+}
+
+/*
+ * The compact JSON text of a jsonb value (no spaces: the form a message
+ * arrives in from Kafka), for the SQL functions that do what the consumer
+ * does.  Raises the size and value-count errors of the consumer's path as
+ * soon as the text would exceed max_bytes or hold more than max_values
+ * values, so that the text of a huge argument is never built.
+ */
+typedef enum WireText
+{
+	WIRE_INSTANCE,
+	WIRE_HEADERS,
+	WIRE_STORED					/* no limits: what flyt_instance stored */
+} WireText;
+
+static void
+wire_text_too_large(WireText kind, size_t limit)
+{
+	if (kind == WIRE_INSTANCE)
+		instance_too_large(limit, true);
+	else if (kind == WIRE_HEADERS)
+		headers_too_large(limit, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("JSON text is too large")));
+}
+
+/* Appends a JSON string of len bytes (escape_json wants a C string). */
+static void
+append_json_string(StringInfo buf, const char *s, int len)
+{
+	int			plain = 0;		/* start of the bytes not written yet */
+
+	appendStringInfoChar(buf, '"');
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(buf, s + plain, i - plain);
+		plain = i + 1;
+		switch (c)
+		{
+			case '"':
+				appendStringInfoString(buf, "\\\"");
+				break;
+			case '\\':
+				appendStringInfoString(buf, "\\\\");
+				break;
+			case '\n':
+				appendStringInfoString(buf, "\\n");
+				break;
+			case '\r':
+				appendStringInfoString(buf, "\\r");
+				break;
+			case '\t':
+				appendStringInfoString(buf, "\\t");
+				break;
+			case '\b':
+				appendStringInfoString(buf, "\\b");
+				break;
+			case '\f':
+				appendStringInfoString(buf, "\\f");
+				break;
+			default:
+				appendStringInfo(buf, "\\u%04x", c);
+				break;
+		}
+	}
+	appendBinaryStringInfo(buf, s + plain, len - plain);
+	appendStringInfoChar(buf, '"');
+}
+
+static void
+append_jsonb_scalar(StringInfo buf, const JsonbValue *v, WireText kind, size_t max_bytes)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			/* the quoted text is longer still: do not build it */
+			if ((size_t) buf->len + v->val.string.len > max_bytes)
+				wire_text_too_large(kind, max_bytes);
+			append_json_string(buf, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			{
+				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
+																	NumericGetDatum(v->val.numeric)));
+
+				appendStringInfoString(buf, s);
+				pfree(s);
+				break;
+			}
+		case jbvBool:
+			appendStringInfoString(buf, v->val.boolean ? "true" : "false");
+			break;
+		case jbvNull:
+			appendStringInfoString(buf, "null");
+			break;
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+}
+
+static char *
+jsonb_to_wire_text(Jsonb *jb, WireText kind, size_t *len)
+{
+	size_t		max_bytes;
+	int64		max_values;
+	StringInfoData buf;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	int64		values = 0;
+	bool		raw_scalar = false;
+
+	switch (kind)
+	{
+		case WIRE_INSTANCE:
+			max_bytes = (size_t) flyt_max_instance_bytes;
+			max_values = FLYT_MAX_INSTANCE_VALUES;
+			break;
+		case WIRE_HEADERS:
+			max_bytes = FLYT_MAX_FLOW_HEADERS_BYTES;
+			max_values = PG_INT64_MAX;
+			break;
+		default:
+			max_bytes = MaxAllocSize - 1;
+			max_values = PG_INT64_MAX;
+			break;
+	}
+
+	initStringInfo(&buf);
+	it = JsonbIteratorInit(&jb->root);
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		char		last;
+
+		if (token == WJB_END_OBJECT || token == WJB_END_ARRAY)
+		{
+			if (!raw_scalar)
+				appendStringInfoChar(&buf, token == WJB_END_OBJECT ? '}' : ']');
+			continue;
+		}
+
+		/* a key, or a value that is not the first in its container */
+		last = buf.len > 0 ? buf.data[buf.len - 1] : '[';
+		if (last != '[' && last != '{' && last != ':')
+			appendStringInfoChar(&buf, ',');
+
+		switch (token)
+		{
+			case WJB_BEGIN_ARRAY:
+				if (v.val.array.rawScalar)
+					raw_scalar = true;	/* a scalar, wrapped by jsonb */
+				else
+				{
+					values++;
+					appendStringInfoChar(&buf, '[');
+				}
+				break;
+			case WJB_BEGIN_OBJECT:
+				values++;
+				appendStringInfoChar(&buf, '{');
+				break;
+			case WJB_KEY:
+				append_jsonb_scalar(&buf, &v, kind, max_bytes);
+				appendStringInfoChar(&buf, ':');
+				break;
+			default:
+				values++;
+				append_jsonb_scalar(&buf, &v, kind, max_bytes);
+				break;
+		}
+		if (values > max_values)
+			instance_too_many_values();
+		if ((size_t) buf.len > max_bytes)
+			wire_text_too_large(kind, max_bytes);
+	}
+	*len = buf.len;
+	return buf.data;
+}
+
+/*
+ * jsonb takes at most 6 times the bytes of the compact JSON text (an array
+ * of one-digit numbers: a 4-byte entry and an 8-byte numeric for every
+ * "0,").  With some margin, a jsonb argument of more than this many times a
+ * text limit is over that limit: it is rejected before it is detoasted.
+ */
+#define FLYT_JSONB_TEXT_RATIO 8
+
+/*
+ * Flow headers given as jsonb (flyt_register_instance and
+ * flyt_instance_dispatched): their compact text, validated by the consumer's
+ * flyt_parse_flow_headers.
+ */
+void
+flyt_flow_headers_from_jsonb(Datum jsonb, FlytFlowHeaders *headers)
+{
+	size_t		len;
+	char	   *text;
+
+	if (toast_raw_datum_size(jsonb) > (Size) FLYT_JSONB_TEXT_RATIO * FLYT_MAX_FLOW_HEADERS_BYTES)
+		headers_too_large(FLYT_MAX_FLOW_HEADERS_BYTES, true);
+	text = jsonb_to_wire_text(DatumGetJsonbP(jsonb), WIRE_HEADERS, &len);
+	flyt_parse_flow_headers(text, len, headers);
+}
+
+/*
+ * An instance given as jsonb (flyt_register_instance): its compact text,
+ * validated by the consumer's flyt_parse_instance.  The text is built only
+ * up to the limits, and freed once parsed.
+ */
+json_t *
+flyt_instance_from_jsonb(Datum jsonb)
+{
+	size_t		len;
+	char	   *text;
+	json_t	   *json;
+
+	if (toast_raw_datum_size(jsonb) > (Size) FLYT_JSONB_TEXT_RATIO * flyt_max_instance_bytes)
+		instance_too_large(flyt_max_instance_bytes, true);
+	text = jsonb_to_wire_text(DatumGetJsonbP(jsonb), WIRE_INSTANCE, &len);
+	json = flyt_parse_instance(text, len);
+	pfree(text);
+	return json;
 }
 
 /* Parses JSON that flyt_instance itself stored; a failure means corruption. */
@@ -377,16 +816,11 @@ flyt_parse_stored_json(const char *text, size_t len, const char *what)
 	return json;
 }
 
-/* The JSON text of a jsonb value. */
+/* The compact JSON text of a jsonb value. */
 char *
 flyt_jsonb_to_text(Jsonb *jb, size_t *len)
 {
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	(void) JsonbToCString(&buf, &jb->root, VARSIZE(jb));
-	*len = buf.len;
-	return buf.data;
+	return jsonb_to_wire_text(jb, WIRE_STORED, len);
 }
 
 /* A jsonb value that flyt_instance stored, as jansson. */
@@ -412,13 +846,125 @@ flyt_json_dump(json_t *json)
 	return text;
 }
 
-/* jansson → jsonb, for storing what was validated. */
+/* jsonb orders the keys of an object by length, then bytewise. */
+static int
+compare_jsonb_keys(const void *a, const void *b)
+{
+	const JsonbValue *ka = &((const JsonbPair *) a)->key;
+	const JsonbValue *kb = &((const JsonbPair *) b)->key;
+
+	if (ka->val.string.len != kb->val.string.len)
+		return ka->val.string.len < kb->val.string.len ? -1 : 1;
+	return memcmp(ka->val.string.val, kb->val.string.val, ka->val.string.len);
+}
+
+/*
+ * The JsonbValue tree of a jansson value.  Strings and keys point into the
+ * jansson tree; each object and array gets arrays of exactly its size (where
+ * jsonb_in grows them from 4 and keeps a parse state per container).
+ */
+static void
+json_to_jsonb_value(json_t *json, JsonbValue *out)
+{
+	check_stack_depth();
+	switch (json_typeof(json))
+	{
+		case JSON_OBJECT:
+			{
+				size_t		n = json_object_size(json);
+				size_t		i = 0;
+				const char *key;
+				json_t	   *v;
+
+				out->type = jbvObject;
+				out->val.object.nPairs = (int) n;
+				out->val.object.pairs = n > 0 ? palloc(sizeof(JsonbPair) * n) : NULL;
+				json_object_foreach(json, key, v)
+				{
+					JsonbPair  *pair = &out->val.object.pairs[i];
+
+					pair->key.type = jbvString;
+					pair->key.val.string.val = (char *) key;
+					pair->key.val.string.len = (int) strlen(key);
+					pair->order = (uint32) i;
+					json_to_jsonb_value(v, &pair->value);
+					i++;
+				}
+				/* jansson's keys are unique already */
+				if (n > 1)
+					qsort(out->val.object.pairs, n, sizeof(JsonbPair), compare_jsonb_keys);
+				break;
+			}
+		case JSON_ARRAY:
+			{
+				size_t		n = json_array_size(json);
+
+				out->type = jbvArray;
+				out->val.array.nElems = (int) n;
+				out->val.array.rawScalar = false;
+				out->val.array.elems = n > 0 ? palloc(sizeof(JsonbValue) * n) : NULL;
+				for (size_t i = 0; i < n; i++)
+					json_to_jsonb_value(json_array_get(json, i), &out->val.array.elems[i]);
+				break;
+			}
+		case JSON_STRING:
+			if (memchr(json_string_value(json), '\0', json_string_length(json)) != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+						 errmsg("a JSON string with \\u0000 cannot be stored as jsonb")));
+			out->type = jbvString;
+			out->val.string.val = (char *) json_string_value(json);
+			out->val.string.len = (int) json_string_length(json);
+			break;
+		case JSON_INTEGER:
+			out->type = jbvNumeric;
+			out->val.numeric = int64_to_numeric((int64) json_integer_value(json));
+			break;
+		case JSON_REAL:
+			{
+				/* the digits jansson writes, as jsonb_in of its text would read them */
+				char	   *text = flyt_json_dump(json);
+
+				out->type = jbvNumeric;
+				out->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	   CStringGetDatum(text),
+																	   ObjectIdGetDatum(InvalidOid),
+																	   Int32GetDatum(-1)));
+				pfree(text);
+				break;
+			}
+		case JSON_TRUE:
+		case JSON_FALSE:
+			out->type = jbvBool;
+			out->val.boolean = json_is_true(json);
+			break;
+		case JSON_NULL:
+			out->type = jbvNull;
+			break;
+	}
+}
+
+/*
+ * jansson → jsonb, for storing what was validated.  The JsonbValue tree lives
+ * in a memory context of its own, freed as soon as the jsonb is built: a
+ * generation context, as it is only ever freed as a whole, which does not
+ * round chunks up to powers of two.
+ */
 Jsonb *
 flyt_json_to_jsonb(json_t *json)
 {
-	char	   *text = flyt_json_dump(json);
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext tree_context = GenerationContextCreate(caller, "flyt_instance jsonb tree",
+														 ALLOCSET_DEFAULT_SIZES);
+	JsonbValue	root;
+	Jsonb	   *jb;
 
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	MemoryContextSwitchTo(tree_context);
+	json_to_jsonb_value(json, &root);
+	MemoryContextSwitchTo(caller);
+	jb = JsonbValueToJsonb(&root);
+	MemoryContextDelete(tree_context);
+	return jb;
 }
 
 /* "2026-11-22T10:15:30.123Z": ISO-8601 in UTC with milliseconds, as Java's Instant with ms precision. */

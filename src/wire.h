@@ -18,8 +18,26 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+/*
+ * Limits of what crosses the Kafka boundary (and the SQL functions that do
+ * what the consumer does).  The largest instance, as JSON text, is the
+ * setting flyt_instance.max_instance_bytes.
+ */
+
 /* Deepest nesting of instances inside objectCollectionPerKey. */
 #define FLYT_MAX_INSTANCE_DEPTH 64
+
+/*
+ * Most JSON values (objects, arrays, strings, numbers, booleans, nulls) in
+ * one instance.  Each costs a few hundred bytes of memory while it is
+ * validated and stored, whatever its size as text: this bounds the memory
+ * of one instance (about 100 MB at worst, see flyt_parse_instance).
+ */
+#define FLYT_MAX_INSTANCE_VALUES 100000
+
+/* Largest flow headers, as JSON text, and their deepest nesting. */
+#define FLYT_MAX_FLOW_HEADERS_BYTES 65536
+#define FLYT_MAX_FLOW_HEADERS_DEPTH 32
 
 /* Header names on every produced message. */
 #define FLYT_HEADER_FLOW_HEADERS "flyt.instance-flow-headers"
@@ -44,6 +62,8 @@ extern void flyt_wire_init(void);
 extern void flyt_parse_flow_headers(const char *text, size_t len,
 									FlytFlowHeaders *headers);
 extern json_t *flyt_parse_instance(const char *text, size_t len);
+extern void flyt_flow_headers_from_jsonb(Datum jsonb, FlytFlowHeaders *headers);
+extern json_t *flyt_instance_from_jsonb(Datum jsonb);
 extern json_t *flyt_parse_stored_json(const char *text, size_t len,
 									  const char *what);
 

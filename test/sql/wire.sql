@@ -39,3 +39,52 @@ SELECT event_name, value IS NULL AS null_value FROM flyt.outbox WHERE value IS N
 -- The flow headers header is itself compact JSON text.
 SELECT event_name, position(': ' in headers ->> 'flyt.instance-flow-headers') = 0 AS compact
 FROM flyt.outbox WHERE event_name <> 'instance-deleted' ORDER BY id;
+
+-- Stored as jsonb key for key: keys of every length and non-ASCII bytes are
+-- found again by the jsonb operators (jsonb orders them by length, then bytes).
+\set VERBOSITY default
+SELECT flyt_register_instance(:'headers',
+	'{"valuePerKey": {"b": "1", "a": "2", "ab": "3", "å": "4", "zz": "5", "": "6", "aaa": null},
+	  "objectCollectionPerKey": {"x": [{"valuePerKey": {"k": "v"}}], "": null}}') AS keys_id \gset
+SELECT payload = '{"valuePerKey": {"b": "1", "a": "2", "ab": "3", "å": "4", "zz": "5", "": "6", "aaa": null},
+	  "objectCollectionPerKey": {"x": [{"valuePerKey": {"k": "v"}, "objectCollectionPerKey": {}}], "": []}}'::jsonb AS canonical,
+       payload = payload::text::jsonb AS same_as_reparsed,
+       (SELECT bool_and(payload -> 'valuePerKey' -> k = v) FROM jsonb_each(payload -> 'valuePerKey') AS e(k, v)) AS every_key_found,
+       payload -> 'valuePerKey' ->> 'å' AS non_ascii_key,
+       payload -> 'objectCollectionPerKey' -> 'x' -> 0 -> 'valuePerKey' ->> 'k' AS nested
+FROM flyt.instance WHERE id = :keys_id;
+-- Every character that JSON text escapes arrives unchanged.
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey',
+	jsonb_build_object(E'k"\\\n', E'q"b\\s\n\r\t\b\f\u0001\u001f/å€😀'))) AS esc_id \gset
+SELECT payload -> 'valuePerKey' ->> E'k"\\\n' = E'q"b\\s\n\r\t\b\f\u0001\u001f/å€😀' AS escapes_kept
+FROM flyt.instance WHERE id = :esc_id;
+
+-- Flow headers are limited: 64 kB of JSON text, 32 levels of nesting (they
+-- are stored and sent on with every event of the instance).
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('futureField', repeat('x', 2 * 1024 * 1024)), '{}');
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('futureField', repeat('x', 65000)), '{}') AS big_headers_id \gset
+SELECT length(flow_headers ->> 'futureField') AS kept_65000 FROM flyt.instance WHERE id = :big_headers_id;
+SELECT flyt_instance_dispatched(:'headers'::jsonb || jsonb_build_object('instanceId', 1, 'futureField', repeat('x', 70000)));
+-- 32 levels (the headers object itself is the first) are fine, 33 are not.
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('futureField', (repeat('[', 31) || repeat(']', 31))::jsonb), '{}') > 0 AS depth_32_accepted;
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('futureField', (repeat('[', 32) || repeat(']', 32))::jsonb), '{}');
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('futureField', (repeat('{"a":', 2000) || '1' || repeat('}', 2000))::jsonb), '{}');
+SELECT flyt_instance_dispatched(:'headers'::jsonb || jsonb_build_object('instanceId', 1, 'deep', (repeat('[', 40) || repeat(']', 40))::jsonb));
+-- A key with escapes or control characters is not quoted.
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('dyp-ø', (repeat('[', 40) || repeat(']', 40))::jsonb), '{}');
+SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object(E'dyp\n"', (repeat('[', 40) || repeat(']', 40))::jsonb), '{}');
+
+-- Instances are limited to 100000 JSON values (objects, arrays, strings,
+-- numbers, booleans, nulls; not keys): the root, objectCollectionPerKey and
+-- the array are 3, so 99997 elements are fine and 99998 are not.
+CREATE FUNCTION pg_temp.wide(elements int) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT ('{"objectCollectionPerKey":{"a":[' || repeat('{},', elements - 1) || '{}]}}')::jsonb
+$$;
+SELECT flyt_register_instance(:'headers', pg_temp.wide(99997)) AS wide_id \gset
+SELECT jsonb_array_length(payload -> 'objectCollectionPerKey' -> 'a') AS stored_elements,
+       payload -> 'objectCollectionPerKey' -> 'a' -> 99996 AS last_element
+FROM flyt.instance WHERE id = :wide_id;
+SELECT flyt_register_instance(:'headers', pg_temp.wide(99998));
+-- Ignored fields count too: they are parsed as well.
+SELECT flyt_register_instance(:'headers', jsonb_build_object('ignored', (SELECT jsonb_agg(g) FROM generate_series(1, 100000) g)));
+
