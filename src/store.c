@@ -166,11 +166,83 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 }
 
 /*
+ * Instances carry personal data, and flyt_register_instance and
+ * flyt_instance_dispatched take it as arguments: whatever they raise would
+ * log the data with the statement (log_min_error_statement) and with a
+ * caller's CONTEXT line (a PL/pgSQL caller's quotes the call).  This error
+ * context callback, on the stack while one of them runs, marks every message
+ * raised inside, at any level and by any code, to be logged without its
+ * statement and context; the client still gets both.
+ */
+static void
+hide_arguments_callback(void *arg)
+{
+	errhidestmt(true);
+	errhidecontext(true);
+}
+
+/*
+ * Calls fn, an SQL function that takes instance data, so that nothing it
+ * raises logs that data.  Besides the statement and context
+ * (hide_arguments_callback), the detail of PostgreSQL's own data exceptions
+ * and integrity constraint violations can quote it (jsonb's "Token ... is
+ * invalid.", a constraint's "Failing row contains (...)"): the log gets a
+ * note instead, the client the detail itself.  wire.c rejects what jsonb
+ * cannot store, so these are for what nobody foresaw, such as a constraint
+ * added later.  flyt_instance's own errors about its arguments (22023
+ * invalid_parameter_value, 22004 null_value_not_allowed) quote nothing and
+ * keep their detail.
+ */
+static Datum
+call_hiding_arguments(PGFunction fn, FunctionCallInfo fcinfo)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ErrorContextCallback callback;
+	Datum		result;
+
+	callback.callback = hide_arguments_callback;
+	callback.arg = NULL;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	PG_TRY();
+	{
+		result = fn(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			category;
+
+		error_context_stack = callback.previous;
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if ((category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+			 (category == ERRCODE_DATA_EXCEPTION &&
+			  edata->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE &&
+			  edata->sqlerrcode != ERRCODE_NULL_VALUE_NOT_ALLOWED)) &&
+			edata->detail != NULL && edata->detail_log == NULL)
+		{
+			FlushErrorState();
+			edata->hide_stmt = true;
+			edata->hide_ctx = true;
+			edata->detail_log = pstrdup("The detail is left out of the server log: it may quote instance data.");
+			ReThrowError(edata);
+		}
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	error_context_stack = callback.previous;
+	return result;
+}
+
+/*
  * flyt_register_instance(headers jsonb, instance jsonb) → bigint: what the
  * consumer does for instance-received.
  */
-Datum
-flyt_register_instance(PG_FUNCTION_ARGS)
+static Datum
+register_instance(PG_FUNCTION_ARGS)
 {
 	FlytFlowHeaders headers;
 	json_t	   *payload;
@@ -188,6 +260,12 @@ flyt_register_instance(PG_FUNCTION_ARGS)
 	flyt_spi_finish();
 
 	PG_RETURN_INT64(id);
+}
+
+Datum
+flyt_register_instance(PG_FUNCTION_ARGS)
+{
+	return call_hiding_arguments(register_instance, fcinfo);
 }
 
 /*
@@ -308,8 +386,8 @@ flyt_dispatch_instance(FlytFlowHeaders *headers)
  * flyt_instance_dispatched(headers jsonb) → boolean: what the consumer does
  * for instance-dispatched.
  */
-Datum
-flyt_instance_dispatched(PG_FUNCTION_ARGS)
+static Datum
+instance_dispatched(PG_FUNCTION_ARGS)
 {
 	FlytFlowHeaders headers;
 	bool		deleted;
@@ -327,4 +405,10 @@ flyt_instance_dispatched(PG_FUNCTION_ARGS)
 	flyt_spi_finish();
 
 	PG_RETURN_BOOL(deleted);
+}
+
+Datum
+flyt_instance_dispatched(PG_FUNCTION_ARGS)
+{
+	return call_hiding_arguments(instance_dispatched, fcinfo);
 }

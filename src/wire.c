@@ -57,20 +57,58 @@ flyt_wire_init(void)
 	json_set_alloc_funcs(wire_alloc, wire_free);
 }
 
+/* Longest path quoted in an error message; longer ones are cut. */
+#define FLYT_MAX_QUOTED_PATH 200
+
+/*
+ * A path as it goes into an error message: control characters become '?'
+ * and anything past FLYT_MAX_QUOTED_PATH bytes is cut (at a character
+ * boundary) and replaced by "...", so that a crafted key can neither flood
+ * nor forge lines of the server log.  Paths are made of keys, which jansson
+ * has checked to be UTF-8.
+ */
+static char *
+quoted_path(const char *path)
+{
+	size_t		len = strlen(path);
+	bool		cut = len > FLYT_MAX_QUOTED_PATH;
+	char	   *quoted;
+
+	if (cut)
+	{
+		len = FLYT_MAX_QUOTED_PATH;
+		while (len > 0 && ((unsigned char) path[len] & 0xC0) == 0x80)
+			len--;
+	}
+	quoted = palloc(len + 4);
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) path[i];
+
+		quoted[i] = (c < 0x20 || c == 0x7F) ? '?' : (char) c;
+	}
+	strcpy(quoted + len, cut ? "..." : "");
+	return quoted;
+}
+
 /*
  * Reports a JSON syntax error without quoting the input: jansson's message
- * ends in "near '<text>'", which could be personal data.
+ * ends in "near '<text>'", and some quote a piece of the input in the
+ * message itself ("invalid Unicode '\uD800'"); either could be personal data.
  */
 static void
 report_syntax_error(const char *what, const json_error_t *error)
 {
 	char		reason[JSON_ERROR_TEXT_LENGTH];
-	char	   *near;
+	char	   *quote;
 
 	strlcpy(reason, error->text, sizeof(reason));
-	near = strstr(reason, " near ");
-	if (near != NULL)
-		*near = '\0';
+	quote = strstr(reason, " near ");
+	if (quote != NULL)
+		*quote = '\0';
+	quote = strstr(reason, " '");
+	if (quote != NULL)
+		*quote = '\0';
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s is not valid JSON", what),
@@ -85,6 +123,10 @@ load_json(const char *text, size_t len, const char *what)
 	json_t	   *json;
 	json_error_t error;
 
+	/*
+	 * JSON_ALLOW_NUL: a string with \u0000 is read, so that the validation
+	 * can name its path; PostgreSQL cannot store it and it is rejected then.
+	 */
 	json = json_loadb(text, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &error);
 	if (json == NULL)
 		report_syntax_error(what, &error);
@@ -242,7 +284,7 @@ invalid_header(const char *field, const char *problem)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("headers.%s %s", field, problem),
+			 errmsg("headers.%s %s", quoted_path(field), problem),
 			 errdetail("The instance flow headers are invalid."),
 			 errhidestmt(true)));
 }
@@ -303,6 +345,48 @@ path_truncate(StringInfo path, int len)
 	path->data[len] = '\0';
 }
 
+/*
+ * Checks every string in the flow headers, known fields and unknown ones
+ * (which are kept and sent on), for what PostgreSQL cannot store: \u0000.
+ * The nesting is at most FLYT_MAX_FLOW_HEADERS_DEPTH (scan_json).
+ */
+static void
+check_header_strings(json_t *json, StringInfo path)
+{
+	int			base = path->len;
+
+	check_stack_depth();
+	if (json_is_string(json))
+	{
+		if (memchr(json_string_value(json), '\0', json_string_length(json)) != NULL)
+			invalid_header(path->data, "must not contain \\u0000");
+	}
+	else if (json_is_object(json))
+	{
+		const char *key;
+		json_t	   *v;
+
+		json_object_foreach(json, key, v)
+		{
+			path_push_key(path, key);
+			check_header_strings(v, path);
+			path_truncate(path, base);
+		}
+	}
+	else if (json_is_array(json))
+	{
+		size_t		i;
+		json_t	   *v;
+
+		json_array_foreach(json, i, v)
+		{
+			appendStringInfo(path, "[%zu]", i);
+			check_header_strings(v, path);
+			path_truncate(path, base);
+		}
+	}
+}
+
 /* Optional string field: absent, null or a string. */
 static const char *
 optional_string(json_t *headers, const char *field)
@@ -344,6 +428,7 @@ flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 	json_t	   *v;
 	int64		configuration_id;
 	JsonShape	shape;
+	StringInfoData path;
 
 	memset(headers, 0, sizeof(*headers));
 	if (len > FLYT_MAX_FLOW_HEADERS_BYTES)
@@ -356,7 +441,7 @@ flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 key ? errmsg("headers.%s is nested deeper than %d levels",
-							  key, FLYT_MAX_FLOW_HEADERS_DEPTH) :
+							  quoted_path(key), FLYT_MAX_FLOW_HEADERS_DEPTH) :
 				 errmsg("headers are nested deeper than %d levels",
 						FLYT_MAX_FLOW_HEADERS_DEPTH),
 				 errdetail("The instance flow headers are invalid."),
@@ -371,6 +456,8 @@ flyt_parse_flow_headers(const char *text, size_t len, FlytFlowHeaders *headers)
 				 errdetail("The instance flow headers are invalid."),
 				 errhidestmt(true)));
 	headers->json = json;
+	initStringInfo(&path);
+	check_header_strings(json, &path);
 
 	v = json_object_get(json, "sourceApplicationId");
 	if (v == NULL || json_is_null(v))
@@ -418,7 +505,7 @@ invalid_instance(StringInfo path, const char *problem)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("%s %s", path->len > 0 ? path->data : "instance", problem),
+			 errmsg("%s %s", path->len > 0 ? quoted_path(path->data) : "instance", problem),
 			 errdetail("The instance is invalid."),
 			 errhidestmt(true)));
 }
@@ -456,7 +543,7 @@ canonicalise_instance(Canonical *c, json_t *object, int depth)
 	if (depth > FLYT_MAX_INSTANCE_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is nested deeper than %d levels", path->data,
+				 errmsg("%s is nested deeper than %d levels", quoted_path(path->data),
 						FLYT_MAX_INSTANCE_DEPTH),
 				 errdetail("The instance is invalid."),
 				 errhidestmt(true)));
@@ -477,6 +564,11 @@ canonicalise_instance(Canonical *c, json_t *object, int depth)
 			{
 				path_push_key(path, key);
 				invalid_instance(path, "must be a string");
+			}
+			if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL)
+			{
+				path_push_key(path, key);
+				invalid_instance(path, "must not contain \\u0000");
 			}
 		}
 		path_truncate(path, base);

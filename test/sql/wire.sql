@@ -88,3 +88,6 @@ SELECT flyt_register_instance(:'headers', pg_temp.wide(99998));
 -- Ignored fields count too: they are parsed as well.
 SELECT flyt_register_instance(:'headers', jsonb_build_object('ignored', (SELECT jsonb_agg(g) FROM generate_series(1, 100000) g)));
 
+-- Paths in messages are cut after 200 bytes, control characters shown as ?.
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(repeat('k', 300), 1)));
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(E'line\nbreak', 1)));
