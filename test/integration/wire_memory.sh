@@ -35,7 +35,7 @@
 # Own broker and cluster; both always stopped.  Prints ok/not ok lines and
 # "N passed, M failed"; exit status non-zero on any failure.
 
-# shellcheck disable=SC2016,SC2317
+# shellcheck disable=SC2016,SC2119,SC2317
 set -euo pipefail
 
 # shellcheck source=test/integration/lib.sh
