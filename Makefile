@@ -72,3 +72,12 @@ bench: deps all broker
 .PHONY: asan
 asan: deps all broker
 	@script/asan.sh
+
+# The libFuzzer target for the wire parsing (test/fuzz/, built with clang):
+# fuzzes for FUZZ_SECONDS (default 300), growing test/fuzz/corpus; crashes
+# land in test/fuzz/crashes.  `make test` runs it for 20 s
+# (test/integration/fuzz_wire.sh).
+.PHONY: fuzz
+FUZZ_SECONDS ?= 300
+fuzz:
+	@$(MAKE) --no-print-directory -C test/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
