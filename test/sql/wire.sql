@@ -74,6 +74,12 @@ SELECT flyt_instance_dispatched(:'headers'::jsonb || jsonb_build_object('instanc
 SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object('dyp-ø', (repeat('[', 40) || repeat(']', 40))::jsonb), '{}');
 SELECT flyt_register_instance(:'headers'::jsonb || jsonb_build_object(E'dyp\n"', (repeat('[', 40) || repeat(']', 40))::jsonb), '{}');
 
+-- A jsonb argument more than 8 times max_instance_bytes (jsonb is at most 6
+-- times its compact text) is refused before it is even detoasted.
+SET flyt_instance.max_instance_bytes = '1kB';
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object('big', repeat('x', 10000))));
+RESET flyt_instance.max_instance_bytes;
+
 -- Instances are limited to 100000 JSON values (objects, arrays, strings,
 -- numbers, booleans, nulls; not keys), ignored fields included: they are
 -- parsed as well.  The root and the array are 2, so 99998 elements are fine
