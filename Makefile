@@ -8,6 +8,7 @@ MODULE_big = flyt_instance
 OBJS = \
 	src/flyt_instance.o \
 	src/guc.o \
+	src/log_privacy.o \
 	src/duration.o \
 	src/wire.o \
 	src/plans.o \

@@ -7,6 +7,7 @@
  * concern has its own file:
  *
  *	guc.c		the flyt_instance.* settings
+ *	log_privacy.c	keeping the Kafka secrets out of the server log
  *	duration.c	the duration syntax of those settings
  *	wire.c		the Kafka wire format (jansson)
  *	plans.c		SPI plans prepared once and kept
@@ -23,6 +24,7 @@
  *	consumer.c	Kafka to the store, exactly once
  *	breaker.c	the circuit breaker in front of the producer
  *	admin.c		provisioning of the produced topics
+ *	probe.c		asking the brokers whether they answer
  *
  *-------------------------------------------------------------------------
  */
@@ -33,6 +35,7 @@
 #include "miscadmin.h"
 
 #include "guc.h"
+#include "log_privacy.h"
 #include "shared.h"
 #include "wire.h"
 #include "worker.h"
@@ -45,6 +48,7 @@ void
 _PG_init(void)
 {
 	flyt_wire_init();
+	flyt_log_privacy_init();
 	flyt_define_settings();
 	flyt_shared_init();
 	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)

@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
+
 #include "pg_jansson.h"
 
 #include <ctype.h>
@@ -243,62 +245,133 @@ check_database(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Check hook of kafka_config: "key=value;key=value", each property known to
- * librdkafka.  The value may hold secrets, so the primary message must not
- * repeat it (GUC's default message would).
+ * Walks kafka_config, "key=value;key=value": calls fn for each property,
+ * in order.  Blanks around a key and before a property are ignored; the
+ * value is taken as written.  A ";" or "\" inside a value is written "\;"
+ * or "\\" (a password may hold either).  Returns false when an item is
+ * not key=value (fn is then not called for it or any later one), or when
+ * fn returned false.  The one parser of the setting: the check hook and
+ * the worker read it alike.
  */
-static bool
-check_kafka_config(char **newval, void **extra, GucSource source)
+bool
+flyt_kafka_config_foreach(const char *config, FlytKafkaPropertyFn fn, void *arg)
 {
-	char	   *copy;
-	char	   *item;
-	char	   *save = NULL;
-	rd_kafka_conf_t *conf;
+	StringInfoData item;
+	const char *p = config;
 	bool		ok = true;
 
-	if (*newval == NULL || **newval == '\0')
+	if (config == NULL)
 		return true;
-
-	copy = pstrdup(*newval);
-	conf = rd_kafka_conf_new();
-	for (item = strtok_r(copy, ";", &save); item != NULL && ok;
-		 item = strtok_r(NULL, ";", &save))
+	initStringInfo(&item);
+	while (ok && *p != '\0')
 	{
-		char	   *eq;
 		char	   *key;
-		char	   *value;
-		char		errstr[512];
+		char	   *eq;
 
-		while (isspace((unsigned char) *item))
-			item++;
-		if (*item == '\0')
-			continue;
-		eq = strchr(item, '=');
-		if (eq == NULL || eq == item)
+		/* one item, unescaped, up to an unescaped ';' */
+		resetStringInfo(&item);
+		for (; *p != '\0' && *p != ';'; p++)
 		{
-			GUC_check_errmsg("invalid value for parameter \"flyt_instance.kafka_config\"");
-			GUC_check_errdetail("Each property must be written as key=value.");
+			if (*p == '\\' && (p[1] == ';' || p[1] == '\\'))
+				p++;
+			appendStringInfoChar(&item, *p);
+		}
+		if (*p == ';')
+			p++;
+
+		key = item.data;
+		while (isspace((unsigned char) *key))
+			key++;
+		if (*key == '\0')
+			continue;			/* an empty item, such as a trailing ";" */
+		eq = strchr(key, '=');
+		if (eq == NULL || eq == key)
+		{
 			ok = false;
 			break;
 		}
 		*eq = '\0';
-		key = item;
-		value = eq + 1;
-		/* trim the key's trailing blanks */
 		for (char *end = eq - 1; end >= key && isspace((unsigned char) *end); end--)
 			*end = '\0';
-		if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		if (*key == '\0')
 		{
-			GUC_check_errmsg("invalid value for parameter \"flyt_instance.kafka_config\"");
-			/* librdkafka's message names the property, never its value */
-			GUC_check_errdetail("Property \"%s\" was rejected by librdkafka.", key);
 			ok = false;
+			break;
 		}
+		ok = fn(key, eq + 1, arg);
 	}
-	rd_kafka_conf_destroy(conf);
-	pfree(copy);
+	pfree(item.data);
+	return ok;
+}
+
+typedef struct PropertyLookup
+{
+	const char *key;
+	char	   *value;
+} PropertyLookup;
+
+static bool
+lookup_property(const char *key, const char *value, void *arg)
+{
+	PropertyLookup *l = arg;
+
+	if (strcmp(key, l->key) == 0)
+		l->value = pstrdup(value);	/* the last one wins, as in librdkafka */
+	return true;
+}
+
+/* The value kafka_config gives a property (palloc'd), or NULL. */
+char *
+flyt_kafka_config_get(const char *key)
+{
+	PropertyLookup l = {key, NULL};
+
+	(void) flyt_kafka_config_foreach(flyt_kafka_config, lookup_property, &l);
+	return l.value;
+}
+
+typedef struct PropertyCheck
+{
+	rd_kafka_conf_t *conf;
+	bool		rejected;
+} PropertyCheck;
+
+static bool
+check_property(const char *key, const char *value, void *arg)
+{
+	PropertyCheck *c = arg;
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(c->conf, key, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+		return true;
+	GUC_check_errmsg("invalid value for parameter \"flyt_instance.kafka_config\"");
+	/* librdkafka's message quotes the value: name the property only */
+	GUC_check_errdetail("Property \"%s\" was rejected by librdkafka.", key);
+	c->rejected = true;
+	return false;
+}
+
+/*
+ * Check hook of kafka_config: each property known to librdkafka and
+ * accepted by it.  The value may hold secrets, so no message repeats it
+ * (GUC's default message would); the statement that set it is kept out of
+ * the log as well (see log_privacy.c).
+ */
+static bool
+check_kafka_config(char **newval, void **extra, GucSource source)
+{
+	PropertyCheck c = {rd_kafka_conf_new(), false};
+	bool		ok;
+
+	ok = flyt_kafka_config_foreach(*newval, check_property, &c);
+	rd_kafka_conf_destroy(c.conf);
+	if (!ok && !c.rejected)
+	{
+		GUC_check_errmsg("invalid value for parameter \"flyt_instance.kafka_config\"");
+		GUC_check_errdetail("Each property must be written as key=value.");
+	}
 	if (!ok)
-		GUC_check_errhint("Write librdkafka properties as key=value separated by \";\", such as security.protocol=SASL_SSL;sasl.mechanism=PLAIN.");
+		GUC_check_errhint("Write librdkafka properties as key=value separated by \";\", such as security.protocol=SASL_SSL;sasl.mechanism=PLAIN; write a \";\" or \"\\\" inside a value as \"\\;\" or \"\\\\\".");
 	return ok;
 }
 

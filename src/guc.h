@@ -28,6 +28,11 @@ extern char *flyt_internal_clients;
 extern char *flyt_authorized_org_id_role_pairs;
 extern int	flyt_max_instance_bytes;
 
+/* One property of kafka_config; false stops the walk. */
+typedef bool (*FlytKafkaPropertyFn) (const char *key, const char *value, void *arg);
+
+extern bool flyt_kafka_config_foreach(const char *config, FlytKafkaPropertyFn fn, void *arg);
+extern char *flyt_kafka_config_get(const char *key);
 extern void flyt_define_settings(void);
 extern int64 flyt_topic_retention_ms(void);
 

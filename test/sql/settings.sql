@@ -78,6 +78,12 @@ ALTER SYSTEM SET flyt_instance.kafka_config = 'security.protocol=SASL_SSL; sasl.
 ALTER SYSTEM SET flyt_instance.kafka_config = 'sasl.password';
 ALTER SYSTEM SET flyt_instance.kafka_config = 'no.such.property=secret-value';
 ALTER SYSTEM SET flyt_instance.kafka_config = 'security.protocol=carrier-pigeon';
+-- A ";" or "\" inside a value is escaped with "\": escaped, the ";" belongs
+-- to the value (which librdkafka then refuses), unescaped it ends the item.
+ALTER SYSTEM SET flyt_instance.kafka_config = 'security.protocol=plaintext\;';
+ALTER SYSTEM SET flyt_instance.kafka_config = 'security.protocol=plaintext;';
+ALTER SYSTEM SET flyt_instance.kafka_config = 'sasl.password=pa\;ss\\wo=rd ;security.protocol=SASL_SSL';
+ALTER SYSTEM SET flyt_instance.kafka_config = ' = x';
 ALTER SYSTEM RESET flyt_instance.kafka_config;
 ALTER SYSTEM SET flyt_instance.database = '';
 
