@@ -212,8 +212,9 @@ flyt_api_authorize(PG_FUNCTION_ARGS)
 
 /*
  * flyt_retry_instance, with every failure that is not about the request
- * reported as PT500 (PostgREST would turn some of them into 4xx codes).
- * Cancellation and shutdown keep their own codes.
+ * reported as PT500 (PostgREST would turn some of them into 4xx codes),
+ * its text logged rather than answered.  Cancellation and shutdown keep
+ * their own codes.
  */
 static FlytRetryOutcome
 retry_or_500(int64 instance_id, pg_uuid_t *correlation_id)
@@ -234,10 +235,14 @@ retry_or_500(int64 instance_id, pg_uuid_t *correlation_id)
 		if (flyt_error_is_systemic(edata->sqlerrcode))
 			PG_RE_THROW();
 		FlushErrorState();
+		/* the reason is for the operator, not for whoever sent the request */
+		ereport(LOG,
+				(errmsg("flyt_instance: the retry of instance " INT64_FORMAT " failed: %s",
+						instance_id, edata->message)));
 		ereport(ERROR,
 				(errcode(ERRCODE_HTTP_500),
 				 errmsg("the retry of instance " INT64_FORMAT " failed", instance_id),
-				 errdetail("%s", edata->message)));
+				 errdetail("The server log has the reason.")));
 	}
 	PG_END_TRY();
 	return outcome;
@@ -325,6 +330,6 @@ flyt_api_retry_batch(PG_FUNCTION_ARGS)
 	}
 
 	InitMaterializedSRF(fcinfo, 0);
-	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, ids, NULL, n);
+	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, ids, NULL, n, true);
 	return (Datum) 0;
 }

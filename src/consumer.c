@@ -4,17 +4,19 @@
  *	  Exactly-once consumption of instance-received and instance-dispatched.
  *
  * The database, not Kafka, knows how far the consumer got: a batch of
- * messages is applied in one transaction, each message in a subtransaction,
- * and flyt.consumer_offset is written in that same transaction.  On
+ * messages is applied in one transaction (no subtransaction per message;
+ * each message in an SPI connection of its own, so that its memory goes
+ * with it), and flyt.consumer_offset is written in that same transaction.  On
  * partition assignment the consumer seeks to the stored offsets (the
  * group's committed offset only where the database has none, so the
  * extension takes over where the Java service stopped), and a message below
  * the stored offset is never applied again.  After each batch the offsets
  * are also committed to Kafka, asynchronously, for lag monitoring.
  *
- * A message that cannot be applied becomes a flyt.dead_letter row (and an
- * instance-registration-error event when its headers could be read) in the
- * same transaction, and the next message is processed.
+ * A message that cannot be applied rolls the batch back; the worker then
+ * applies the messages before it again, writes it as a flyt.dead_letter row
+ * (and an instance-registration-error event when its headers could be
+ * read) in the same transaction, and goes on with the rest.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,13 +40,6 @@
 #include "store.h"
 #include "wire.h"
 
-/*
- * The flow headers of the message being applied, once they could be read:
- * what an instance-registration-error carries.  Set inside the
- * subtransaction and read after it failed.
- */
-static char *known_headers = NULL;
-
 static bool is_transient(int sqlerrcode);
 static FlytOffset *find_position(List *positions, const char *topic, int32 partition);
 
@@ -56,6 +51,7 @@ void
 flyt_consumer_init(FlytConsumer *consumer)
 {
 	memset(consumer, 0, sizeof(*consumer));
+	consumer->applying = -1;
 	consumer->context = AllocSetContextCreate(TopMemoryContext, "flyt_instance consumer",
 											  ALLOCSET_SMALL_SIZES);
 }
@@ -85,6 +81,15 @@ find_offset(FlytConsumer *consumer, const char *topic, int32 partition)
 			return o;
 	}
 	return NULL;
+}
+
+/* The stored next offset of a partition; -1 when none is stored. */
+int64
+flyt_consumer_stored_offset(FlytConsumer *consumer, const char *topic, int32 partition)
+{
+	FlytOffset *o = find_offset(consumer, topic, partition);
+
+	return o != NULL ? o->next_offset : -1;
 }
 
 static void
@@ -400,15 +405,42 @@ typedef struct DeadLetter
 	bool		minimal;		/* only the position and the error */
 } DeadLetter;
 
+static void message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers);
+
+typedef struct ReadHeaders
+{
+	const rd_kafka_message_t *msg;
+	char	   *text;			/* the flow headers as they are sent on */
+} ReadHeaders;
+
+static void
+read_headers(void *arg)
+{
+	ReadHeaders *r = arg;
+	FlytFlowHeaders headers;
+
+	message_flow_headers(r->msg, &headers);
+	r->text = flyt_json_dump(headers.json);
+}
+
 static void
 dead_letter_isolated(void *arg)
 {
 	DeadLetter *d = arg;
 
 	dead_letter(d->msg, d->topic, d->edata, d->minimal);
-	if (d->received && known_headers != NULL && !d->minimal)
-		flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, known_headers,
-							FLYT_ERROR_EVENT_VALUE);
+	/* an instance-registration-error needs readable flow headers */
+	if (d->received && !d->minimal)
+	{
+		ReadHeaders r = {d->msg, NULL};
+		ErrorData  *unreadable = flyt_run_isolated(read_headers, &r);
+
+		if (unreadable == NULL)
+			flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, r.text,
+								FLYT_ERROR_EVENT_VALUE);
+		else
+			FreeErrorData(unreadable);
+	}
 }
 
 /*
@@ -450,22 +482,18 @@ message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
 }
 
 
-typedef struct ApplyMessage
-{
-	const rd_kafka_message_t *msg;
-	bool		received;
-} ApplyMessage;
-
-/* Applies one message; raises an error when it cannot be applied. */
+/*
+ * Applies one message; raises an error when it cannot be applied.  It runs
+ * in an SPI connection of its own, whose memory (parse trees, jsonb, tuple
+ * tables) goes when it is done: a batch holds one message's worth at a time.
+ */
 static void
-apply_message(void *arg)
+apply_message(const rd_kafka_message_t *msg, bool received)
 {
-	const rd_kafka_message_t *msg = ((ApplyMessage *) arg)->msg;
-	bool		received = ((ApplyMessage *) arg)->received;
 	FlytFlowHeaders headers;
 
+	flyt_spi_connect();
 	message_flow_headers(msg, &headers);
-	known_headers = flyt_json_dump(headers.json);
 	if (received)
 	{
 		json_t	   *payload;
@@ -486,6 +514,7 @@ apply_message(void *arg)
 					 errdetail("instance-dispatched names the instance to delete in headers.instanceId.")));
 		(void) flyt_dispatch_instance(&headers);
 	}
+	flyt_spi_finish();
 }
 
 static FlytOffset *
@@ -503,7 +532,16 @@ find_position(List *positions, const char *topic, int32 partition)
 	return NULL;
 }
 
-/* Errors worth another attempt of the same message. */
+/*
+ * Errors that say nothing about the message (it may well apply later):
+ * serialization failures, deadlocks, locks not granted in time.
+ */
+bool
+flyt_consumer_error_is_transient(int sqlerrcode)
+{
+	return is_transient(sqlerrcode);
+}
+
 static bool
 is_transient(int sqlerrcode)
 {
@@ -530,26 +568,36 @@ advance(List *positions, const char *topic, int32 partition, int64 next_offset)
 }
 
 /*
- * Applies a batch: each message in a subtransaction (a failure becomes a
- * dead letter and undoes only that message), then the offsets.  Caller: in
- * a transaction, connected to SPI.
+ * Applies messages[start, end) of a batch in the caller's transaction
+ * (connected to SPI), then writes their offsets.  No subtransaction per
+ * message: a batch of hundreds would overflow the 64 subtransaction ids a
+ * backend keeps in shared memory and slow down every snapshot in the
+ * cluster.  A message that fails raises its error with
+ * consumer->applying set to its index; the caller rolls back and calls
+ * again with bad = that index and the error: messages[start, bad) are
+ * applied again, message bad becomes a dead letter, and the offsets cover
+ * it.  Then the caller goes on after it.
  */
 void
-flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n)
+flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int start,
+					int end, int bad, ErrorData *bad_error)
 {
 	static const Oid offset_types[] = {TEXTOID, INT4OID, INT8OID};
 	char	   *received_topic = flyt_topic_name(FLYT_EVENT_RECEIVED);
 	List	   *positions = NIL;	/* FlytOffset of this batch */
 	ListCell   *lc;
+	MemoryContext message_context;
+	int			stop = bad >= 0 ? bad + 1 : end;
 
-	for (int i = 0; i < n; i++)
+	message_context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance consumed message",
+											ALLOCSET_DEFAULT_SIZES);
+	for (int i = start; i < stop; i++)
 	{
 		rd_kafka_message_t *msg = messages[i];
 		const char *topic = rd_kafka_topic_name(msg->rkt);
 		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
 		FlytOffset *batch = find_position(positions, topic, msg->partition);
-		ApplyMessage apply = {msg, strcmp(topic, received_topic) == 0};
-		ErrorData  *edata;
+		bool		received = strcmp(topic, received_topic) == 0;
 
 		/* applied in this batch already (a rebalance re-fetched it) */
 		if (batch != NULL && msg->offset < batch->next_offset)
@@ -571,27 +619,21 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int n
 			continue;
 		}
 
-		/*
-		 * A serialization failure, deadlock or lock timeout says nothing
-		 * about the message: try it again before giving up on it.
-		 */
-		for (int attempt = 1;; attempt++)
+		if (i == bad)
+			record_failure(msg, topic, bad_error, received);
+		else
 		{
-			known_headers = NULL;
-			edata = flyt_run_isolated(apply_message, &apply);
-			if (edata == NULL || !is_transient(edata->sqlerrcode) ||
-				attempt >= FLYT_CONSUMER_ATTEMPTS)
-				break;
-			FreeErrorData(edata);
-		}
-		if (edata != NULL)
-		{
-			record_failure(msg, topic, edata, apply.received);
-			FreeErrorData(edata);
-		}
+			MemoryContext old = MemoryContextSwitchTo(message_context);
 
+			consumer->applying = i;
+			apply_message(msg, received);
+			consumer->applying = -1;
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(message_context);
+		}
 		positions = advance(positions, topic, msg->partition, msg->offset + 1);
 	}
+	MemoryContextDelete(message_context);
 
 	flyt_plan(&offset_plan,
 			  "INSERT INTO flyt.consumer_offset (topic, kafka_partition, next_offset, updated_at) "
@@ -622,6 +664,11 @@ flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message
 	rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(4);
 	int			applied = 0;
 
+	/*
+	 * The bookkeeping first: should it fail (out of memory), the caller
+	 * still holds every message, and the worker reads the offsets from the
+	 * database again.  Then the messages go, which cannot fail.
+	 */
 	for (int i = 0; i < n; i++)
 	{
 		rd_kafka_message_t *msg = messages[i];
@@ -639,8 +686,9 @@ flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message
 			p->offset = msg->offset + 1;
 			applied++;
 		}
-		rd_kafka_message_destroy(msg);
 	}
+	for (int i = 0; i < n; i++)
+		rd_kafka_message_destroy(messages[i]);
 	if (offsets->cnt > 0)
 		(void) rd_kafka_commit(rk, offsets, 1);
 	rd_kafka_topic_partition_list_destroy(offsets);

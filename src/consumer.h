@@ -14,8 +14,6 @@
 
 /* Messages applied in one transaction at most. */
 #define FLYT_CONSUMER_BATCH 500
-/* Attempts of a message that fails on a serialization failure or deadlock. */
-#define FLYT_CONSUMER_ATTEMPTS 3
 
 typedef struct FlytOffset
 {
@@ -32,6 +30,7 @@ typedef struct FlytConsumer
 	bool		subscribed;
 	bool		more;			/* the last poll stopped with messages left */
 	bool		failed;			/* a rebalance could not be completed */
+	int			applying;		/* index of the message being applied, or -1 */
 } FlytConsumer;
 
 extern void flyt_consumer_init(FlytConsumer *consumer);
@@ -43,9 +42,12 @@ extern void flyt_consumer_rebalance(FlytConsumer *consumer, rd_kafka_t *rk,
 extern int	flyt_consumer_poll(FlytConsumer *consumer, rd_kafka_t *rk,
 							   rd_kafka_message_t **messages, int max);
 extern void flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages,
-								int n);
+								int start, int end, int bad, ErrorData *bad_error);
+extern bool flyt_consumer_error_is_transient(int sqlerrcode);
 extern void flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk,
 									rd_kafka_message_t **messages, int n);
 extern void flyt_consumer_reset(FlytConsumer *consumer);
+extern int64 flyt_consumer_stored_offset(FlytConsumer *consumer, const char *topic,
+										 int32 partition);
 
 #endif							/* FLYT_CONSUMER_H */

@@ -134,34 +134,29 @@ set_property(rd_kafka_conf_t *conf, const char *key, const char *value)
 	return true;
 }
 
-/* Applies flyt_instance.kafka_config ("key=value;key=value"). */
+static bool
+apply_property(const char *key, const char *value, void *arg)
+{
+	return set_property((rd_kafka_conf_t *) arg, key, value);
+}
+
+/* Applies flyt_instance.kafka_config (see flyt_kafka_config_foreach). */
 static bool
 set_user_properties(rd_kafka_conf_t *conf)
 {
-	char	   *copy = pstrdup(flyt_kafka_config);
-	char	   *save = NULL;
-	bool		ok = true;
+	return flyt_kafka_config_foreach(flyt_kafka_config, apply_property, conf);
+}
 
-	for (char *item = strtok_r(copy, ";", &save); item != NULL && ok;
-		 item = strtok_r(NULL, ";", &save))
-	{
-		char	   *eq;
-		char	   *key = item;
+/* Does kafka_config set this property? */
+static bool
+user_sets(const char *key)
+{
+	char	   *value = flyt_kafka_config_get(key);
 
-		while (*key == ' ' || *key == '\t')
-			key++;
-		if (*key == '\0')
-			continue;
-		eq = strchr(key, '=');
-		if (eq == NULL)
-			return false;		/* the check hook rejects this already */
-		*eq = '\0';
-		for (char *end = eq - 1; end >= key && (*end == ' ' || *end == '\t'); end--)
-			*end = '\0';
-		ok = set_property(conf, key, eq + 1);
-	}
-	pfree(copy);
-	return ok;
+	if (value == NULL)
+		return false;
+	pfree(value);
+	return true;
 }
 
 /*
@@ -179,7 +174,7 @@ set_static_membership(rd_kafka_conf_t *conf)
 	char	   *id;
 	bool		ok;
 
-	if (strstr(flyt_kafka_config, "group.instance.id") != NULL)
+	if (user_sets("group.instance.id"))
 		return true;
 	id = psprintf("%s-" UINT64_FORMAT, flyt_application_id, GetSystemIdentifier());
 	ok = set_property(conf, "group.instance.id", id);
@@ -287,8 +282,7 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 	 * librdkafka's default of five minutes before a message times out would
 	 * hold a half-open circuit's probe that long; the user may still choose.
 	 */
-	if (strstr(flyt_kafka_config, "message.timeout.ms") == NULL &&
-		strstr(flyt_kafka_config, "delivery.timeout.ms") == NULL &&
+	if (!user_sets("message.timeout.ms") && !user_sets("delivery.timeout.ms") &&
 		!set_property(conf, "message.timeout.ms", "30000"))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -334,7 +328,7 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 	return true;
 
 fail:
-	flyt_kafka_close(kafka, 0);
+	flyt_kafka_close(kafka, 0, false);
 	return false;
 }
 
@@ -351,34 +345,85 @@ flyt_kafka_drain_wake_fd(FlytKafka *kafka)
 }
 
 /*
- * Closes the handles.  The producer gets up to flush_ms to deliver what it
- * holds (delivery reports are served meanwhile); whatever is left stays in
- * flyt.outbox and is sent again later.  The consumer leaves its group
- * without waiting longer than that either.
+ * Consumers whose close did not finish in time.  Destroying a consumer in
+ * the middle of its close can wait forever, so such a one is kept here and
+ * served on every pass (its close queue, and its own queue so that its
+ * statistics and logs do not pile up) until the close completes; then it
+ * is destroyed.  Its queues no longer wake the worker: their pipe is gone.
+ */
+#define MAX_ABANDONED 8
+
+typedef struct Abandoned
+{
+	rd_kafka_t *consumer;
+	rd_kafka_queue_t *close_queue;
+} Abandoned;
+
+static Abandoned abandoned[MAX_ABANDONED];
+static int	nabandoned = 0;
+
+/* Serves the abandoned consumers; destroys those whose close completed. */
+void
+flyt_kafka_reap_abandoned(void)
+{
+	for (int i = 0; i < nabandoned;)
+	{
+		Abandoned  *a = &abandoned[i];
+		rd_kafka_message_t *msg;
+
+		(void) rd_kafka_queue_poll_callback(a->close_queue, 0);
+		while ((msg = rd_kafka_consumer_poll(a->consumer, 0)) != NULL)
+			rd_kafka_message_destroy(msg);
+		if (!rd_kafka_consumer_closed(a->consumer))
+		{
+			i++;
+			continue;
+		}
+		rd_kafka_queue_destroy(a->close_queue);
+		rd_kafka_destroy_flags(a->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+		ereport(LOG,
+				(errmsg("flyt_instance: an earlier Kafka consumer finished closing and was freed")));
+		abandoned[i] = abandoned[--nabandoned];
+	}
+	flyt_kafka_serve_logs();
+}
+
+int
+flyt_kafka_abandoned_count(void)
+{
+	return nabandoned;
+}
+
+/*
+ * Closes the handles within budget_ms in all.  The consumer closes first:
+ * it commits nothing (the database holds the offsets) and serves the final
+ * revocation through the rebalance callback; a dynamic member leaves its
+ * group, a static one (group.instance.id) keeps its place for the restart.
+ * Then, with flush, the producer gets what is left of the budget to deliver
+ * what it holds (delivery reports are served meanwhile); whatever is left
+ * stays in flyt.outbox and is sent again later.
  */
 void
-flyt_kafka_close(FlytKafka *kafka, int flush_ms)
+flyt_kafka_close(FlytKafka *kafka, int budget_ms, bool flush)
 {
-	/*
-	 * A graceful close leaves the consumer group at once (a faster rebalance
-	 * for whoever takes over) and serves the final revocation through the
-	 * rebalance callback.  It is bounded: if the brokers do not answer, the
-	 * revocation is acknowledged here and the handle destroyed anyway.
-	 * Without flush time the group is not left at all: a close started and
-	 * abandoned would make the destroy wait for it forever.
-	 */
-	if (kafka->consumer != NULL && flush_ms > 0)
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+
+	if (kafka->consumer != NULL)
 	{
 		rd_kafka_error_t *error;
-		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flush_ms);
 		rd_kafka_queue_t *close_queue = rd_kafka_queue_new(kafka->consumer);
-		bool		revoked_here = false;
 
 		error = rd_kafka_consumer_close_queue(kafka->consumer, close_queue);
 		if (error != NULL)
+		{
 			rd_kafka_error_destroy(error);
+			rd_kafka_queue_destroy(close_queue);
+			close_queue = NULL;
+		}
 		else
 		{
+			bool		revoked_here = false;
+
 			while (!rd_kafka_consumer_closed(kafka->consumer))
 			{
 				(void) rd_kafka_queue_poll_callback(close_queue, 50);
@@ -386,22 +431,34 @@ flyt_kafka_close(FlytKafka *kafka, int flush_ms)
 					continue;
 				if (revoked_here)
 					break;
+				/* the brokers do not answer: acknowledge the revocation here */
 				(void) rd_kafka_assign(kafka->consumer, NULL);
 				revoked_here = true;
-				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
 			}
 		}
-		if (!rd_kafka_consumer_closed(kafka->consumer))
+		if (close_queue != NULL && !rd_kafka_consumer_closed(kafka->consumer))
 		{
-			/*
-			 * Destroying a consumer in the middle of its close can wait
-			 * forever: leave this one to its threads rather than hang.
-			 */
-			ereport(LOG,
-					(errmsg("flyt_instance: the Kafka consumer did not close in time; abandoning it")));
+			if (nabandoned < MAX_ABANDONED)
+			{
+				ereport(LOG,
+						(errmsg("flyt_instance: the Kafka consumer did not close in time; finishing its close in the background")));
+				/* its queues must not write to a pipe that is about to close */
+				rd_kafka_queue_io_event_enable(kafka->consumer_queue, -1, NULL, 0);
+				abandoned[nabandoned].consumer = kafka->consumer;
+				abandoned[nabandoned].close_queue = close_queue;
+				nabandoned++;
+			}
+			else
+			{
+				/* cannot happen in practice; never wait forever */
+				ereport(LOG,
+						(errmsg("flyt_instance: too many Kafka consumers are still closing; leaving this one to its threads")));
+				rd_kafka_queue_io_event_enable(kafka->consumer_queue, -1, NULL, 0);
+			}
 			kafka->consumer = NULL;
 		}
-		else
+		else if (close_queue != NULL)
 			rd_kafka_queue_destroy(close_queue);
 	}
 	if (kafka->consumer_queue != NULL)
@@ -411,8 +468,13 @@ flyt_kafka_close(FlytKafka *kafka, int flush_ms)
 
 	if (kafka->producer != NULL)
 	{
-		if (flush_ms > 0)
-			(void) rd_kafka_flush(kafka->producer, flush_ms);
+		if (flush)
+		{
+			long		left_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+
+			if (left_ms > 0)
+				(void) rd_kafka_flush(kafka->producer, (int) left_ms);
+		}
 		(void) rd_kafka_purge(kafka->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 		/* the purged messages' delivery reports: they stay in the outbox */
 		(void) rd_kafka_poll(kafka->producer, 0);

@@ -68,6 +68,72 @@ flyt_instance_key(int64 instance_id)
 	return psprintf(INT64_FORMAT, instance_id);
 }
 
+/* librdkafka's default message.max.bytes */
+#define DEFAULT_MESSAGE_MAX_BYTES 1000000
+/* what a record adds to key, value and headers: names, sizes, the event id */
+#define RECORD_OVERHEAD 512
+
+/*
+ * The largest message the producer will send: message.max.bytes of
+ * kafka_config, or librdkafka's default.  Read again only when the setting
+ * changed (a reload gives it a new string).
+ */
+static int64
+message_max_bytes(void)
+{
+	static const char *parsed_config = NULL;
+	static int64 max_bytes = DEFAULT_MESSAGE_MAX_BYTES;
+
+	if (parsed_config != flyt_kafka_config)
+	{
+		char	   *value = flyt_kafka_config_get("message.max.bytes");
+
+		max_bytes = DEFAULT_MESSAGE_MAX_BYTES;
+		if (value != NULL)
+		{
+			char	   *end;
+			long long	v = strtoll(value, &end, 10);
+
+			/* the check hook let librdkafka validate it */
+			if (*end == '\0' && v > 0)
+				max_bytes = v;
+			pfree(value);
+		}
+		parsed_config = flyt_kafka_config;
+	}
+	return max_bytes;
+}
+
+/*
+ * Refuses to register an instance whose instance-registered the producer
+ * could never send: queued, it would fail every delivery and end as a dead
+ * letter, and so would every retry of it.  SQLSTATE 54000, as for an
+ * instance over max_instance_bytes: flyt_register_instance fails with it,
+ * and the consumer dead-letters such a message at once.  Only the
+ * registration is checked: the events that follow are the same size or
+ * small, and an error event must never fail to be queued.
+ */
+static void
+check_message_size(const char *event_name, const char *key, const char *flow_headers,
+				   const char *value)
+{
+	int64		size = RECORD_OVERHEAD;
+	int64		limit = message_max_bytes();
+
+	size += key ? strlen(key) : 0;
+	size += flow_headers ? strlen(flow_headers) : 0;
+	size += value ? strlen(value) : 0;
+	if (size <= limit)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("the %s message would be too large for Kafka", event_name),
+			 errdetail("It would be about " INT64_FORMAT " bytes; the producer sends at most " INT64_FORMAT " (message.max.bytes).",
+					   size, limit),
+			 errhint("Raise message.max.bytes in flyt_instance.kafka_config and max.message.bytes of the topics, or lower flyt_instance.max_instance_bytes so that such instances are refused when they arrive."),
+			 errhidestmt(true)));
+}
+
 /*
  * flyt.wire_json(jsonb) → text: the compact JSON text written on the wire,
  * for the set-based statements that queue messages themselves.
@@ -126,6 +192,8 @@ flyt_outbox_enqueue(const char *event_name, const char *key,
 	else
 		nulls[4] = 'n';
 
+	if (strcmp(event_name, FLYT_EVENT_REGISTERED) == 0)
+		check_message_size(event_name, key, flow_headers, value);
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
 	flyt_wake_worker_at_commit();
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -8,17 +8,20 @@
  * It always starts at the head: rows are deleted once acknowledged, so the
  * head holds only what is in flight, what waits for redelivery and what is
  * new, and a row whose transaction committed after a later one is still
- * found.  Rows in flight are skipped by id; a row waiting for redelivery
- * blocks the later rows of its key, so events of one instance never
- * overtake each other.
+ * found.  Rows in flight are skipped by id; a row in flight or waiting for
+ * redelivery blocks the later rows of its key, so events of one instance
+ * never overtake each other.
  *
  * Delivery reports are collected while librdkafka's queue is served and
- * applied afterwards in one transaction: delivered rows are deleted, failed
- * ones wait flyt_instance.redelivery_millis (doubling per attempt, capped)
- * and after flyt_instance.redelivery_max_no redeliveries move to
- * flyt.dead_letter.  "Message timed out" is a local verdict (the message may
- * have been written), so it is retried like any failure: consumers drop
- * duplicates by the flyt.event-id header.
+ * applied afterwards in one transaction: delivered rows are deleted.  A row
+ * the brokers refused for what it is (too large, invalid, not authorised)
+ * waits flyt_instance.redelivery_millis (doubling per attempt, capped) and
+ * after flyt_instance.redelivery_max_no redeliveries moves to
+ * flyt.dead_letter.  A row that failed on the way (brokers down, timed out)
+ * waits redelivery_millis and goes again for as long as that lasts; the
+ * circuit breaker keeps such retries to one probe at a time.  "Message
+ * timed out" is a local verdict (the message may have been written), so it
+ * is sent again: consumers drop duplicates by the flyt.event-id header.
  *
  * Nothing is sent before the transaction that queued it is durable (flushed,
  * and on synchronous standbys where the server waits for them), even when it
@@ -56,6 +59,9 @@
 static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr wait_plan = NULL;
+
+static void key_in_flight(FlytPump *pump, uint32 tag, int delta);
 static SPIPlanPtr dead_letter_plan = NULL;
 
 void
@@ -65,6 +71,8 @@ flyt_pump_init(FlytPump *pump)
 	pump->context = AllocSetContextCreate(TopMemoryContext, "flyt_instance pump",
 										  ALLOCSET_DEFAULT_SIZES);
 	pump->inflight = idhash_create(pump->context, 1024, NULL);
+	pump->inflight_keys = idhash_create(pump->context, 1024, NULL);
+	pump->blocked = idhash_create(pump->context, 256, NULL);
 	pump->reports_size = 1024;
 	pump->reports = MemoryContextAlloc(pump->context, sizeof(FlytDelivery) * pump->reports_size);
 	pump->more = true;
@@ -91,6 +99,7 @@ void
 flyt_pump_forget_in_flight(FlytPump *pump)
 {
 	idhash_reset(pump->inflight);
+	idhash_reset(pump->inflight_keys);
 	pump->in_flight = 0;
 	pump->nreports = 0;
 	pump->more = true;
@@ -101,7 +110,8 @@ flyt_pump_forget_in_flight(FlytPump *pump)
 bool
 flyt_pump_wants_scan(FlytPump *pump, TimestampTz now)
 {
-	return pump->more || (pump->next_retry_at != 0 && now >= pump->next_retry_at);
+	return pump->more || (pump->next_retry_at != 0 && now >= pump->next_retry_at) ||
+		TimestampDifferenceExceeds(pump->last_scan_at, now, FLYT_PUMP_IDLE_SCAN_MS);
 }
 
 /* Records a produce latency sample and a delivered message. */
@@ -173,7 +183,62 @@ dead_letter(int64 id, const char *event_name, const char *key,
 	}
 }
 
-/* Schedules the redelivery of a failed row, or dead-letters it. */
+/*
+ * Was a delivery refused for what the message is, so that sending it again
+ * as it is cannot succeed (too large, an invalid record, not authorised)?
+ * Everything else (brokers unreachable, timeouts, leadership moving, a
+ * topic not there yet) is the path's fault: it drives the circuit breaker
+ * and is retried for as long as it lasts, without counting toward
+ * flyt_instance.redelivery_max_no, so a long Kafka outage dead-letters
+ * nothing.
+ */
+static bool
+message_refused(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_INVALID_MSG:
+		case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+		case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * A row whose delivery failed on the way (see message_refused): it waits
+ * redelivery_millis and goes again, its attempts untouched.
+ */
+static void
+delivery_delayed(int64 id, const char *error)
+{
+	static const Oid argtypes[] = {INT8OID, FLOAT8OID, TEXTOID};
+	Datum		values[3];
+
+	flyt_plan(&wait_plan,
+			  "UPDATE flyt.outbox SET "
+			  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $2), "
+			  "  last_error = $3 "
+			  "WHERE id OPERATOR(pg_catalog.=) $1",
+			  3, argtypes);
+	values[0] = Int64GetDatum(id);
+	values[1] = Float8GetDatum(flyt_redelivery_millis / 1000.0);
+	values[2] = CStringGetTextDatum(error);
+	flyt_execute(wait_plan, values, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/* Schedules the redelivery of a refused row, or dead-letters it. */
 static void
 delivery_failed(int64 id, const char *error)
 {
@@ -252,12 +317,16 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		else
 		{
 			last_error = rd_kafka_err2str(report->err);
-			delivery_failed(report->id, last_error);
+			if (message_refused(report->err))
+				delivery_failed(report->id, last_error);
+			else
+				delivery_delayed(report->id, last_error);
 			nfailed++;
 			pump->more = true;
 		}
 		if (entry != NULL)
 		{
+			key_in_flight(pump, entry->tag, -1);
 			idhash_delete_item(pump->inflight, entry);
 			pump->in_flight--;
 		}
@@ -314,6 +383,56 @@ kafka_headers(Jsonb *jb)
 }
 
 /*
+ * Per-key order.  Rows of one key (one instance) go to Kafka in id order: a
+ * row is not sent while an earlier row of its key is in flight or waiting
+ * for redelivery, because if that one then failed it would land after it.
+ * Keys are tracked by a 32-bit hash; two keys that share one merely wait
+ * for each other.
+ */
+static uint32
+key_tag(const char *key)
+{
+	uint32		h;
+
+	if (key == NULL)
+		return 0;
+	h = hash_bytes((const unsigned char *) key, (int) strlen(key));
+	return h == 0 ? 1 : h;
+}
+
+static void
+key_in_flight(FlytPump *pump, uint32 tag, int delta)
+{
+	bool		found;
+	IdEntry    *e;
+
+	if (tag == 0)
+		return;
+	e = idhash_insert(pump->inflight_keys, tag, &found);
+	if (!found)
+		e->tag = 0;
+	e->tag += delta;
+	if ((int32) e->tag <= 0)
+		idhash_delete_item(pump->inflight_keys, e);
+}
+
+static bool
+key_blocked(FlytPump *pump, uint32 tag)
+{
+	return tag != 0 && (idhash_lookup(pump->blocked, tag) != NULL ||
+						idhash_lookup(pump->inflight_keys, tag) != NULL);
+}
+
+static void
+block_key(FlytPump *pump, uint32 tag)
+{
+	bool		found;
+
+	if (tag != 0)
+		(void) idhash_insert(pump->blocked, tag, &found);
+}
+
+/*
  * Makes sure that every row this scan can see was written by a transaction
  * that is durable: its commit record flushed here and, when the server
  * waits for synchronous standbys, there too.  A transaction that committed
@@ -332,16 +451,6 @@ make_visible_rows_durable(void)
 	SyncRepWaitForLSN(lsn, false);
 }
 
-static bool
-key_blocked(List *blocked, const char *key)
-{
-	ListCell   *lc;
-
-	foreach(lc, blocked)
-		if (strcmp((const char *) lfirst(lc), key) == 0)
-			return true;
-	return false;
-}
 
 /*
  * Hands up to room rows to the producer, in id order from the head of the
@@ -352,12 +461,13 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 {
 	static const Oid argtypes[] = {INT8OID, INT4OID};
 	TimestampTz now = GetCurrentTimestamp();
-	List	   *blocked = NIL;
 	int64		cursor = 0;
 	int			sent = 0;
 	bool		durable = false;
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
+	pump->last_scan_at = now;
+	idhash_reset(pump->blocked);
 	pump->more = false;
 	pump->next_retry_at = 0;
 	if (room <= 0)
@@ -397,23 +507,28 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			rd_kafka_headers_t *kheaders;
 			rd_kafka_resp_err_t err;
 			IdEntry    *entry;
+			uint32		tag;
 
 			cursor = id;
 			/* rows in flight are the most common at the head: skip them cheaply */
 			if (idhash_lookup(pump->inflight, id) != NULL)
 				continue;
 			key = SPI_getvalue(tuple, desc, 3);
+			tag = key_tag(key);
 			next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
 			if (next_attempt_at > now)
 			{
-				if (key != NULL)
-					blocked = lappend(blocked, key);
+				block_key(pump, tag);
 				if (pump->next_retry_at == 0 || next_attempt_at < pump->next_retry_at)
 					pump->next_retry_at = next_attempt_at;
 				continue;
 			}
-			if (key != NULL && key_blocked(blocked, key))
+			if (key_blocked(pump, tag))
+			{
+				/* its turn comes when the earlier row's report arrives */
+				block_key(pump, tag);
 				continue;
+			}
 
 			if (!durable)
 			{
@@ -432,6 +547,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 									RD_KAFKA_V_HEADERS(kheaders),
 									RD_KAFKA_V_OPAQUE((void *) (intptr_t) id),
 									RD_KAFKA_V_END);
+			/* librdkafka copied them (F_COPY): a page holds at most what one row needs */
+			pfree(topic);
+			if (value != NULL)
+				pfree(value);
 			if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 			{
 				rd_kafka_headers_destroy(kheaders);
@@ -445,8 +564,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				 * Refused outright (unknown topic, too large): a failed
 				 * delivery, and the later rows of its key must wait for it.
 				 */
-				if (key != NULL)
-					blocked = lappend(blocked, key);
+				block_key(pump, tag);
 				reserve_reports(pump, 1);
 				pump->reports[pump->nreports].id = id;
 				pump->reports[pump->nreports].err = err;
@@ -455,6 +573,8 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			}
 			entry = idhash_insert(pump->inflight, id, &found);
 			entry->since = created_at;
+			entry->tag = tag;
+			key_in_flight(pump, tag, 1);
 			pump->in_flight++;
 			if (++sent >= room)
 			{
@@ -462,6 +582,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				return sent;
 			}
 		}
+		SPI_freetuptable(SPI_tuptable);
 		if (n < SCAN_PAGE)
 			break;
 	}

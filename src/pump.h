@@ -16,6 +16,13 @@
 
 #include "breaker.h"
 
+/*
+ * The outbox is scanned at least this often even when nothing woke the
+ * worker: rows of a transaction that could not wake it (a prepared one
+ * committed later, a row written by hand) are found all the same.
+ */
+#define FLYT_PUMP_IDLE_SCAN_MS 1000
+
 /* Cap of the redelivery backoff. */
 #define FLYT_MAX_REDELIVERY_MS (5 * 60 * 1000)
 
@@ -30,12 +37,16 @@ struct idhash_hash;
 typedef struct FlytPump
 {
 	MemoryContext context;
-	struct idhash_hash *inflight; /* outbox ids handed to the producer */
+	struct idhash_hash *inflight; /* outbox ids handed to the producer;
+								 * tag: the hash of the row's key, 0 none */
+	struct idhash_hash *inflight_keys; /* key hash -> rows in flight (tag) */
+	struct idhash_hash *blocked;	/* key hashes a scan must not send */
 	int			in_flight;
 	FlytDelivery *reports;		/* delivery reports not yet applied */
 	int			nreports;
 	int			reports_size;
 	TimestampTz next_retry_at;	/* earliest row waiting for redelivery */
+	TimestampTz last_scan_at;	/* when the outbox was last scanned */
 	bool		more;			/* the last scan stopped with rows left */
 	bool		queue_full;		/* the producer's queue is full: wait for reports */
 } FlytPump;

@@ -106,109 +106,165 @@ flyt_retry(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(correlation_id);
 }
 
-/* One retry of a batch, for flyt_run_isolated. */
-typedef struct BatchRetry
+/* One id of a batch and what became of it. */
+typedef struct BatchItem
 {
 	int64		instance_id;
-	const char *requested_by;
-	pg_uuid_t  *correlation_id;
 	FlytRetryOutcome outcome;
-} BatchRetry;
+	pg_uuid_t	correlation_id;
+	char	   *error;			/* an unexpected failure, else NULL */
+} BatchItem;
+
+typedef struct BatchRange
+{
+	BatchItem  *items;
+	int			lo;
+	int			hi;
+	const char *requested_by;
+} BatchRange;
 
 static void
-batch_retry(void *arg)
+retry_items(void *arg)
 {
-	BatchRetry *r = arg;
+	BatchRange *r = arg;
 
-	r->outcome = flyt_retry_instance(r->instance_id, r->requested_by, r->correlation_id);
+	for (int i = r->lo; i < r->hi; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		r->items[i].outcome = flyt_retry_instance(r->items[i].instance_id, r->requested_by,
+												  &r->items[i].correlation_id);
+	}
 }
 
 /*
- * Retries one instance in a subtransaction, so that an unexpected failure
- * is reported as an "error" row and undoes nothing but this instance.
- * Returns the status text; sets *correlation_id or *error.
+ * Retries items[lo, hi) in one subtransaction.  When that fails, the range
+ * is rolled back and split in halves, each tried the same way, down to the
+ * one id that fails, which gets an "error" row.  Expected outcomes (not
+ * found, no flow headers) are not errors and cost nothing of this.
  */
-static const char *
-retry_isolated(int64 instance_id, const char *requested_by,
-			   pg_uuid_t *correlation_id, char **error)
+static void
+retry_range(BatchItem *items, int lo, int hi, const char *requested_by)
 {
-	BatchRetry	r = {instance_id, requested_by, correlation_id, FLYT_RETRY_QUEUED};
-	ErrorData  *edata;
-	FlytRetryOutcome outcome;
+	BatchRange	r = {items, lo, hi, requested_by};
+	ErrorData  *edata = flyt_run_isolated(retry_items, &r);
+	int			mid;
 
-	*error = NULL;
-	edata = flyt_run_isolated(batch_retry, &r);
-	if (edata != NULL)
+	if (edata == NULL)
+		return;
+	if (hi - lo == 1)
 	{
-		*error = pstrdup(edata->message);
+		items[lo].error = pstrdup(edata->message);
 		FreeErrorData(edata);
-		return "error";
+		return;
 	}
-	outcome = r.outcome;
-
-	switch (outcome)
-	{
-		case FLYT_RETRY_QUEUED:
-			return "queued";
-		case FLYT_RETRY_NOT_FOUND:
-			*error = psprintf("instance " INT64_FORMAT " not found", instance_id);
-			return "not_found";
-		case FLYT_RETRY_NO_FLOW_HEADERS:
-			*error = psprintf("instance " INT64_FORMAT " has no flow headers", instance_id);
-			return "no_flow_headers";
-	}
-	pg_unreachable();
+	FreeErrorData(edata);
+	mid = lo + (hi - lo) / 2;
+	retry_range(items, lo, mid, requested_by);
+	retry_range(items, mid, hi, requested_by);
 }
-
 
 /*
  * Retries each distinct id of ids[0..n) independently, in the order given,
  * writing one row per id to a materialized SRF result: (instance_id,
  * status, correlation_id, error).  A NULL (nulls[i]) is one not_found row.
+ * for_http: an unexpected failure's own text goes to the server log, and
+ * the row says only that it failed (HTTP callers see no internals).
+ *
+ * Ids go in ranges of at least MIN_RANGE, at most MAX_RANGES of them, one
+ * subtransaction each: so that an unexpected failure of one id undoes that
+ * id alone, without a subtransaction per id.  Each subtransaction that
+ * writes takes a transaction id, and past 64 of them in one transaction the
+ * per-backend cache overflows and every snapshot in the cluster gets slower
+ * while it runs; a batch stays within about MAX_RANGES of them (plus a few
+ * per failing id).
  */
+#define MIN_RANGE 32
+#define MAX_RANGES 48
+
 void
-flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n)
+flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n,
+				bool for_http)
 {
 	char	   *requested_by = flyt_requested_by();
 	idhash_hash *seen = idhash_create(CurrentMemoryContext, Max(n, 8), NULL);
-	bool		null_reported = false;
+	BatchItem  *items = palloc0(sizeof(BatchItem) * Max(n, 1));
+	int			nitems = 0;
+	int			null_at = -1;	/* where the NULL row goes, in order */
+	int			range;
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[4];
-		bool		isnull[4] = {false, false, true, true};
-		pg_uuid_t  *correlation_id;
-		char	   *error;
-		const char *status;
 		bool		found;
 		int64		id;
 
-		CHECK_FOR_INTERRUPTS();
 		if (nulls != NULL && nulls[i])
 		{
-			if (null_reported)
-				continue;
-			null_reported = true;
-			isnull[0] = true;
-			values[1] = CStringGetTextDatum("not_found");
-			values[3] = CStringGetTextDatum("instance id is null");
-			isnull[3] = false;
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+			if (null_at < 0)
+				null_at = nitems;
 			continue;
 		}
-
 		id = DatumGetInt64(ids[i]);
 		(void) idhash_insert(seen, id, &found);
 		if (found)
 			continue;
+		items[nitems++].instance_id = id;
+	}
 
-		correlation_id = palloc(sizeof(pg_uuid_t));
-		status = retry_isolated(id, requested_by, correlation_id, &error);
-		values[0] = Int64GetDatum(id);
+	range = Max(MIN_RANGE, (nitems + MAX_RANGES - 1) / MAX_RANGES);
+	for (int lo = 0; lo < nitems; lo += range)
+		retry_range(items, lo, Min(lo + range, nitems), requested_by);
+
+	for (int i = 0; i <= nitems; i++)
+	{
+		Datum		values[4];
+		bool		isnull[4] = {false, false, true, true};
+		BatchItem  *item;
+		const char *status = NULL;
+		char	   *error = NULL;
+
+		if (i == null_at)
+		{
+			Datum		null_values[4] = {0, CStringGetTextDatum("not_found"), 0,
+			CStringGetTextDatum("instance id is null")};
+			bool		null_isnull[4] = {true, false, true, false};
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, null_values, null_isnull);
+		}
+		if (i == nitems)
+			break;
+		item = &items[i];
+		if (item->error != NULL)
+		{
+			status = "error";
+			error = item->error;
+			if (for_http)
+			{
+				ereport(LOG,
+						(errmsg("flyt_instance: the retry of instance " INT64_FORMAT " failed: %s",
+								item->instance_id, item->error)));
+				error = "the retry failed; the server log has the reason";
+			}
+		}
+		else
+			switch (item->outcome)
+			{
+				case FLYT_RETRY_QUEUED:
+					status = "queued";
+					break;
+				case FLYT_RETRY_NOT_FOUND:
+					status = "not_found";
+					error = psprintf("instance " INT64_FORMAT " not found", item->instance_id);
+					break;
+				case FLYT_RETRY_NO_FLOW_HEADERS:
+					status = "no_flow_headers";
+					error = psprintf("instance " INT64_FORMAT " has no flow headers", item->instance_id);
+					break;
+			}
+		values[0] = Int64GetDatum(item->instance_id);
 		values[1] = CStringGetTextDatum(status);
 		if (error == NULL)
 		{
-			values[2] = UUIDPGetDatum(correlation_id);
+			values[2] = UUIDPGetDatum(&item->correlation_id);
 			isnull[2] = false;
 		}
 		else
@@ -243,6 +299,6 @@ flyt_retry_batch(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	deconstruct_array(ids, INT8OID, sizeof(int64), true, TYPALIGN_DOUBLE,
 					  &elems, &elem_nulls, &nelems);
-	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, elems, elem_nulls, nelems);
+	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, elems, elem_nulls, nelems, false);
 	return (Datum) 0;
 }

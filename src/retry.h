@@ -24,6 +24,7 @@ extern FlytRetryOutcome flyt_retry_instance(int64 instance_id,
 											const char *requested_by,
 											pg_uuid_t *correlation_id);
 extern void flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id);
-extern void flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n);
+extern void flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int n,
+							bool for_http);
 
 #endif							/* FLYT_RETRY_H */

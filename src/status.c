@@ -148,7 +148,8 @@ down_reason(const FlytShared *s)
 		case FLYT_WORKER_RUNNING:
 			break;
 		case FLYT_WORKER_KAFKA_OFF:
-			return "kafka is not configured (flyt_instance.kafka_bootstrap_servers is empty)";
+			return s->reason[0] ? s->reason
+				: "kafka is not configured (flyt_instance.kafka_bootstrap_servers is empty)";
 		default:
 			return s->reason[0] ? s->reason : flyt_worker_state_name(s->state);
 	}

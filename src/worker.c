@@ -45,6 +45,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -57,6 +58,7 @@
 #include "plans.h"
 #include "probe.h"
 #include "pump.h"
+#include "store.h"
 #include "shared.h"
 #include "worker.h"
 
@@ -68,6 +70,13 @@
 #define SHUTDOWN_FLUSH_MS 5000
 /* Wait before probing the brokers again after a probe nobody answered. */
 #define PROBE_RETRY_MS 1000
+/* Closing the handles when nothing must be flushed (errors, settings). */
+#define CLOSE_MS 2000
+/* Wait after a failed pass: doubles while passes keep failing, up to this. */
+#define ERROR_BACKOFF_MAX_MS 30000
+/* What the worker's own transactions allow themselves. */
+#define WORKER_LOCK_TIMEOUT "5s"
+#define WORKER_STATEMENT_TIMEOUT_MS (5 * 60 * 1000)
 
 typedef struct Worker
 {
@@ -79,6 +88,9 @@ typedef struct Worker
 	FlytBreaker breaker;
 	FlytAdmin	admin;
 	FlytProbe	probe;
+	int			error_backoff_ms;	/* 0 after a pass that went well */
+	int			consume_backoff_ms; /* 0 after a batch that went well */
+	TimestampTz consume_retry_at;	/* no consuming before (after a failure) */
 	FlytCleanupRun cleanup;
 	TimestampTz probe_next_at;	/* earliest next reachability probe */
 	WaitEventSet *events;
@@ -93,6 +105,7 @@ typedef struct Worker
 	enum
 	{
 		STEP_OTHER,
+		STEP_CONSUME,
 		STEP_CLEANUP
 	}			step;
 
@@ -176,12 +189,40 @@ worker_exit(int code, Datum arg)
  */
 static MemoryContext step_caller_context = NULL;
 
+/*
+ * The worker's transactions do not depend on the server's defaults: read
+ * committed, writable, durable commits (the steps that may skip the wait
+ * say so themselves), and a lock it cannot get within WORKER_LOCK_TIMEOUT
+ * (a user's open transaction holding an instance) fails the step, which is
+ * retried after a backoff instead of stopping every other step behind it.
+ * Session-level, so that a reload of postgresql.conf does not undo them.
+ */
+static void
+pin_settings(void)
+{
+	static const char *const pinned[][2] = {
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_deferrable", "off"},
+		{"synchronous_commit", "on"},
+		{"lock_timeout", WORKER_LOCK_TIMEOUT},
+		{"statement_timeout", "0"},	/* SPI does not arm it: see begin_step */
+		{"idle_in_transaction_session_timeout", "0"},
+	};
+
+	for (size_t i = 0; i < lengthof(pinned); i++)
+		(void) set_config_option(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
+}
+
 /* Starts a transaction for one step, connected to SPI. */
 static void
 begin_step(const char *activity)
 {
 	step_caller_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
+	/* no step may run forever (SPI does not arm statement_timeout itself) */
+	enable_timeout_after(STATEMENT_TIMEOUT, WORKER_STATEMENT_TIMEOUT_MS);
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	flyt_spi_connect();
@@ -227,6 +268,7 @@ end_step(void)
 	flyt_spi_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	disable_timeout(STATEMENT_TIMEOUT, false);
 	MemoryContextSwitchTo(step_caller_context);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -256,12 +298,28 @@ static void
 rebalance_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 				   rd_kafka_topic_partition_list_t *partitions, void *opaque)
 {
+	/* a consumer that is still closing in the background: let it go */
+	if (rk != worker.kafka.consumer)
+	{
+		if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+		{
+			rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, partitions);
+
+			if (error != NULL)
+				rd_kafka_error_destroy(error);
+		}
+		else
+			(void) rd_kafka_assign(rk, NULL);
+		return;
+	}
 	flyt_consumer_rebalance(&worker.consumer, rk, err, partitions);
 }
 
 static void
 error_callback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+	if (rk != worker.kafka.producer && rk != worker.kafka.consumer)
+		return;
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 		worker.all_brokers_down = true;
 	else if (err == RD_KAFKA_RESP_ERR__FATAL)
@@ -273,6 +331,8 @@ stats_callback(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
 	int			i = rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? 0 : 1;
 
+	if (rk != worker.kafka.producer && rk != worker.kafka.consumer)
+		return 0;				/* a closing consumer's: librdkafka frees it */
 	if (worker.stats[i] != NULL)
 		rd_kafka_mem_free(rk, worker.stats[i]);
 	worker.stats[i] = json;
@@ -347,7 +407,7 @@ close_kafka(bool apply)
 	if (!worker.kafka_open)
 		return;
 	flyt_probe_stop(&worker.probe);
-	flyt_kafka_close(&worker.kafka, apply ? SHUTDOWN_FLUSH_MS : 0);
+	flyt_kafka_close(&worker.kafka, apply ? SHUTDOWN_FLUSH_MS : CLOSE_MS, apply);
 	worker.kafka_open = false;
 	if (apply && worker.pump.nreports > 0)
 	{
@@ -393,7 +453,18 @@ open_kafka(void)
 	worker.kafka_open = true;
 	build_wait_events();
 	flyt_breaker_init(&worker.breaker);
+	ereport(LOG,
+			(errmsg("flyt_instance: connecting to Kafka at %s", flyt_kafka_bootstrap_servers)));
+}
 
+/*
+ * Reads the stored offsets, subscribes and provisions the topics: after
+ * the handles were made, and again after a pass that failed before it was
+ * done (the handles survive database errors).
+ */
+static void
+subscribe(void)
+{
 	begin_step("flyt_instance: reading consumer offsets");
 	flyt_consumer_load_offsets(&worker.consumer);
 	end_step();
@@ -404,8 +475,6 @@ open_kafka(void)
 		return;
 	}
 	flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
-	ereport(LOG,
-			(errmsg("flyt_instance: connecting to Kafka at %s", flyt_kafka_bootstrap_servers)));
 }
 
 /* Serves every queue librdkafka wakes the worker for, without waiting. */
@@ -484,6 +553,8 @@ free_batch(void)
 static void
 consume(void)
 {
+	if (GetCurrentTimestamp() < worker.consume_retry_at)
+		return;
 	worker.nbatch = flyt_consumer_poll(&worker.consumer, worker.kafka.consumer,
 									   worker.batch, FLYT_CONSUMER_BATCH);
 	flyt_kafka_serve_logs();
@@ -496,13 +567,61 @@ consume(void)
 	}
 	if (worker.nbatch == 0)
 		return;
-	begin_step("flyt_instance: applying consumed messages");
-	commit_durably();
-	flyt_consumer_apply(&worker.consumer, worker.batch, worker.nbatch);
-	end_step();
+	/*
+	 * Optimistically the whole batch in one transaction.  A message that
+	 * fails rolls it back; the next transaction applies the messages before
+	 * it again and dead-letters it, and the rest follows.  Every round
+	 * either gets further or finds an earlier bad message, so it ends.  An
+	 * error that is not the message's (systemic, transient) fails the batch
+	 * instead: recover_from_error rewinds the consumer and backs off.
+	 */
+	worker.step = STEP_CONSUME;
+	{
+		MemoryContext pass_context = CurrentMemoryContext;
+		volatile int start = 0;
+		volatile int bad = -1;
+		ErrorData  *volatile bad_error = NULL;
+
+		while (start < worker.nbatch)
+		{
+			PG_TRY();
+			{
+				begin_step("flyt_instance: applying consumed messages");
+				commit_durably();
+				flyt_consumer_apply(&worker.consumer, worker.batch, start, worker.nbatch,
+									bad, bad_error);
+				end_step();
+				start = bad >= 0 ? bad + 1 : worker.nbatch;
+				bad = -1;
+				bad_error = NULL;
+			}
+			PG_CATCH();
+			{
+				int			failed = worker.consumer.applying;
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(pass_context);
+				edata = CopyErrorData();
+				if (failed < 0 || (bad >= 0 && failed >= bad) ||
+					flyt_error_is_systemic(edata->sqlerrcode) ||
+					flyt_consumer_error_is_transient(edata->sqlerrcode))
+					PG_RE_THROW();
+				FlushErrorState();
+				AbortCurrentTransaction();
+				disable_timeout(STATEMENT_TIMEOUT, false);
+				MemoryContextSwitchTo(pass_context);
+				worker.consumer.applying = -1;
+				bad = failed;
+				bad_error = edata;
+			}
+			PG_END_TRY();
+		}
+	}
 	/* frees the messages */
 	flyt_consumer_committed(&worker.consumer, worker.kafka.consumer, worker.batch, worker.nbatch);
+	worker.step = STEP_OTHER;
 	worker.nbatch = 0;
+	worker.consume_backoff_ms = 0;
 	worker.pump.more = true;	/* the batch queued events */
 }
 
@@ -546,10 +665,17 @@ run_pass(void)
 		return IDLE_WAKE_MS;
 	}
 
+	flyt_kafka_reap_abandoned();
 	if (flyt_kafka_bootstrap_servers == NULL || flyt_kafka_bootstrap_servers[0] == '\0')
 	{
 		close_kafka(true);
 		set_state(FLYT_WORKER_KAFKA_OFF, "kafka is not configured (flyt_instance.kafka_bootstrap_servers is empty)");
+	}
+	else if (flyt_org_id == NULL || flyt_org_id[0] == '\0')
+	{
+		/* every topic name starts with it: no client can do anything */
+		close_kafka(true);
+		set_state(FLYT_WORKER_KAFKA_OFF, "flyt_instance.org_id is not set, so Kafka stays off (topic names start with it)");
 	}
 	else
 	{
@@ -560,6 +686,8 @@ run_pass(void)
 		}
 		if (!worker.kafka_open && now >= worker.kafka_retry_at)
 			open_kafka();
+		if (worker.kafka_open && !worker.consumer.subscribed)
+			subscribe();
 		if (worker.kafka_open)
 			set_state(FLYT_WORKER_RUNNING, NULL);
 	}
@@ -628,8 +756,10 @@ run_pass(void)
 	{
 		long		breaker_ms = flyt_breaker_wait_ms(&worker.breaker, now);
 
-		if (worker.consumer.more || worker.pump.nreports > 0)
+		if (worker.pump.nreports > 0)
 			timeout = 0;
+		if (worker.consumer.more)
+			timeout = Min(timeout, ms_until(worker.consume_retry_at, now));
 		if (worker.pump.more && !worker.pump.queue_full &&
 			worker.pump.in_flight < flyt_max_in_flight &&
 			flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0)
@@ -638,52 +768,132 @@ run_pass(void)
 			timeout = Min(timeout, breaker_ms);
 		if (worker.pump.next_retry_at != 0)
 			timeout = Min(timeout, ms_until(worker.pump.next_retry_at, now));
+		timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(worker.pump.last_scan_at,
+																	FLYT_PUMP_IDLE_SCAN_MS), now));
 	}
 	return Max(timeout, 0);
 }
 
 /*
- * After an error in a pass: report it and roll back.  A failed cleanup batch
- * fails its run and nothing else; after any other error the Kafka handles
- * are made afresh, so that nothing half-done survives (the outbox and the
- * stored offsets are the truth).
+ * Puts the consumer back where the failed batch started, so that nothing
+ * of it is skipped: per partition, at the batch's first offset or, when the
+ * database holds a later one (the batch committed and only what followed
+ * failed), there.  Seeking drops what librdkafka had fetched beyond.
+ */
+static void
+rewind_consumer(void)
+{
+	rd_kafka_topic_partition_list_t *positions = rd_kafka_topic_partition_list_new(4);
+	rd_kafka_error_t *error;
+
+	for (int i = 0; i < worker.nbatch; i++)
+	{
+		rd_kafka_message_t *msg = worker.batch[i];
+		const char *topic = rd_kafka_topic_name(msg->rkt);
+		rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(positions, topic, msg->partition);
+
+		if (p == NULL)
+		{
+			p = rd_kafka_topic_partition_list_add(positions, topic, msg->partition);
+			p->offset = msg->offset;
+		}
+		else
+			p->offset = Min(p->offset, msg->offset);
+	}
+	for (int i = 0; i < positions->cnt; i++)
+	{
+		rd_kafka_topic_partition_t *p = &positions->elems[i];
+		int64		stored = flyt_consumer_stored_offset(&worker.consumer, p->topic, p->partition);
+
+		p->offset = Max(p->offset, stored);
+	}
+	/* asynchronous; a partition revoked meanwhile is simply not sought */
+	error = rd_kafka_seek_partitions(worker.kafka.consumer, positions, 0);
+	if (error != NULL)
+		rd_kafka_error_destroy(error);
+	rd_kafka_topic_partition_list_destroy(positions);
+}
+
+/*
+ * After an error in a pass: report it and roll back.  The Kafka handles
+ * stay: the producer's messages in flight keep their delivery reports, the
+ * consumer keeps its place in the group (a new member would wait for the
+ * old one's session to end), and the circuit breaker keeps its state.
+ * What the failed transaction did not commit is redone: the consumer's
+ * offsets are read again from the database and a batch that failed is
+ * consumed again from where it started; outbox rows whose deliveries were
+ * not recorded stay queued (and in flight) as they were.  A failed cleanup
+ * batch fails its run.  The next pass waits a second, doubling while
+ * passes keep failing.
  */
 static void
 recover_from_error(void)
 {
 	bool		cleanup_failed = worker.step == STEP_CLEANUP;
+	bool		consume_failed = worker.step == STEP_CONSUME;
 
 	/* the pass context survives the abort; it is reset by the next pass */
 	MemoryContextSwitchTo(worker.pass_context);
 	EmitErrorReport();
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
+	disable_timeout(STATEMENT_TIMEOUT, false);
 	MemoryContextSwitchTo(worker.pass_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	worker.step = STEP_OTHER;
-	free_batch();
-
-	if (cleanup_failed)
+	if (consume_failed)
 	{
-		PG_TRY();
+		/*
+		 * A batch that failed (say, on a lock a user's transaction holds)
+		 * waits, doubling while it keeps failing; the rest of the worker
+		 * goes on at once.
+		 */
+		worker.consume_backoff_ms = worker.consume_backoff_ms == 0 ? IDLE_WAKE_MS
+			: Min(worker.consume_backoff_ms * 2, ERROR_BACKOFF_MAX_MS);
+		worker.consume_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  worker.consume_backoff_ms);
+		worker.error_backoff_ms = 0;
+	}
+	else
+	{
+		worker.error_backoff_ms = worker.error_backoff_ms == 0 ? IDLE_WAKE_MS
+			: Min(worker.error_backoff_ms * 2, ERROR_BACKOFF_MAX_MS);
+		worker.extension_ready = false;
+	}
+
+	PG_TRY();
+	{
+		if (cleanup_failed)
 		{
 			begin_step("flyt_instance: recording a failed cleanup");
 			flyt_cleanup_failed(&worker.cleanup, "a cleanup batch failed (see the server log)");
 			end_step();
 		}
-		PG_CATCH();
+		if (worker.kafka_open && worker.consumer.subscribed)
 		{
-			EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			worker.cleanup.run_id = 0;
+			begin_step("flyt_instance: reading consumer offsets");
+			flyt_consumer_load_offsets(&worker.consumer);
+			end_step();
+			if (worker.nbatch > 0)
+				rewind_consumer();
 		}
-		PG_END_TRY();
-		return;
 	}
-	close_kafka(false);
-	worker.extension_ready = false;
-	worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IDLE_WAKE_MS);
+	PG_CATCH();
+	{
+		/* the database is not there for us: start the Kafka side afresh too */
+		MemoryContextSwitchTo(worker.pass_context);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(worker.pass_context);
+		if (cleanup_failed)
+			worker.cleanup.run_id = 0;
+		free_batch();
+		close_kafka(false);
+		worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), worker.error_backoff_ms);
+	}
+	PG_END_TRY();
+	free_batch();
 }
 
 /* Entry point of the background worker. */
@@ -713,13 +923,19 @@ flyt_worker_main(Datum arg)
 						 IDLE_WAKE_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		/*
+		 * Exit code 1: the postmaster starts the worker again unless it is
+		 * shutting down itself, so a lone SIGTERM on a standby does not
+		 * leave the promoted server without a worker.
+		 */
 		if (got_sigterm)
-			proc_exit(0);
+			proc_exit(1);
 	}
 
 	set_state(FLYT_WORKER_STARTING, NULL);
 	BackgroundWorkerInitializeConnection(flyt_database, NULL, 0);
 	pgstat_report_appname("flyt_instance worker");
+	pin_settings();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.pass_context = AllocSetContextCreate(TopMemoryContext, "flyt_instance worker pass",
@@ -748,11 +964,12 @@ flyt_worker_main(Datum arg)
 		PG_TRY();
 		{
 			timeout = run_pass();
+			worker.error_backoff_ms = 0;
 		}
 		PG_CATCH();
 		{
 			recover_from_error();
-			timeout = IDLE_WAKE_MS;
+			timeout = worker.error_backoff_ms;	/* 0 after a failed batch */
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
@@ -773,9 +990,11 @@ flyt_worker_main(Datum arg)
 				worker.pump.more = true;
 			}
 		}
-		/* an idle second: look at the outbox anyway, whatever was missed */
-		if (nevents == 0)
-			worker.pump.more = true;
+		/*
+		 * Whatever was missed, the outbox is looked at every second anyway
+		 * (flyt_pump_wants_scan): Kafka's queues wake the worker often, so
+		 * a second without any wake-up is not to be waited for.
+		 */
 	}
 
 	/*

@@ -33,6 +33,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 it_setup 900
+# a fetch may bring a whole batch of large messages (section G)
+KAFKA_CONFIG="$KAFKA_CONFIG;max.partition.fetch.bytes=33554432"
 
 GROUP=fint-flyt-instance-service
 PRODUCED=("$T_REGISTERED" "$T_RETRY" "$T_DELETED" "$T_REG_ERROR" "$T_RETRY_ERROR")
@@ -180,6 +182,7 @@ fi
 "${CC:-cc}" -O2 -Wall -o "$WORK/flyt_produce" "$FLYT_REPO/test/integration/tools/flyt_produce.c" -lrdkafka ||
 	bail "compile the test producer"
 python3 "$FLYT_REPO/test/integration/tools/gen_received.py" "$WORK/c.tsv" part 300
+XID0=$(sql "SELECT txid_current()")
 timeout 120 "$WORK/flyt_produce" -b "$BOOTSTRAP" -t "$T_RECEIVED" <"$WORK/c.tsv" 2>>"$WORK/producer.err" ||
 	fail "300 messages produced" "$(tail -n 5 "$WORK/producer.err")"
 TOTAL=306
@@ -189,6 +192,12 @@ else
 	fail "300 messages over 3 partitions: $TOTAL instances" "instances: $(sql_quiet "SELECT count(*) FROM flyt.instance")"
 fi
 check_eq "each registered once" "$TOTAL" "$(sql "SELECT count(DISTINCT source_application_instance_id) FROM flyt.instance")"
+# A consumed batch once took a subtransaction, and with it a transaction id,
+# per message: 300 and more here.  Now one per batch and per recorded
+# delivery step.
+XIDS=$(( $(sql "SELECT txid_current()") - XID0 ))
+note "300 messages consumed (and 300 events sent) with $XIDS transaction ids"
+check "fewer transaction ids than messages ($XIDS < 200)" [ "$XIDS" -lt 200 ]
 check_eq "messages came from every partition" 3 \
 	"$(sql "SELECT count(*) FROM flyt.consumer_offset WHERE topic = '$T_RECEIVED'")"
 kafka_group_offsets "$GROUP" >"$WORK/group" || true
@@ -291,5 +300,67 @@ else
 	fail "all $N_E messages registered across the worker crash" "instances: $(sql_quiet "SELECT count(*) FROM flyt.instance")"
 fi
 check_eq "none registered twice" "$TOTAL" "$(sql "SELECT count(DISTINCT source_application_instance_id) FROM flyt.instance")"
+
+# --- G. memory of a batch of large messages ----------------------------------------------
+# A consumed batch once kept every message's parse trees, jsonb copies and
+# tuple tables until it committed (about 10 times the batch's bytes); each
+# message now has memory of its own.  20 messages of 700 kB (14 MB; the
+# embedded broker would drop most of them) may grow the worker's peak
+# memory by less than 40 MB.
+WPID=$(status_field "->'worker'->>'pid'")
+hwm() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$WPID/status"; }
+head -c 716800 /dev/zero | tr '\0' y >"$WORK/filler"
+V=$(jq -c --rawfile f "$WORK/filler" '.valuePerKey.filler = $f' <<<"$FIX_VALUE")
+for i in $(seq 20); do
+	printf 'big-%s\t%s\t%s\n' "$i" "$(jq -c --arg s "big-$i" '.sourceApplicationInstanceId = $s' <<<"$FIX_HEADERS")" "$V"
+done >"$WORK/g.tsv"
+before=$(sql "SELECT count(*) FROM flyt.instance")
+h0=$(hwm)
+timeout 120 "$WORK/flyt_produce" -b "$BOOTSTRAP" -t "$T_RECEIVED" <"$WORK/g.tsv" 2>>"$WORK/producer.err" ||
+	fail "20 messages of 700 kB produced" "$(tail -n 3 "$WORK/producer.err")"
+if wait_until 60 sql_is $((before + 20)) "SELECT count(*) FROM flyt.instance"; then
+	pass "20 messages of 700 kB registered"
+else
+	fail "20 messages of 700 kB registered" "instances: $(sql_quiet "SELECT count(*) FROM flyt.instance")"
+fi
+h1=$(hwm)
+note "worker peak memory: $h0 kB -> $h1 kB over 20 messages of 700 kB"
+check "they grow the worker's peak memory by less than 40 MB ($(((h1 - h0) / 1024)) MB)" [ $((h1 - h0)) -lt 40960 ]
+
+# --- F. per-key order with a message refused in flight -----------------------------------
+# The broker refuses the retry (its topic allows 2000 bytes, the DTO is
+# ~6 kB) in the delivery report, i.e. after the row went out.  The
+# instance's next event (instance-deleted, dispatched meanwhile) must not
+# overtake it: it waits until the retry is dead-lettered.  It was sent at
+# once while the retry was in flight.
+kafka_configs --alter --entity-type topics --entity-name "$T_RETRY" --add-config max.message.bytes=2000 \
+	>/dev/null 2>>"$WORK/kafka-tools.err" || fail "limit $T_RETRY to 2000 bytes"
+sql "ALTER SYSTEM SET flyt_instance.redelivery_max_no = 1" >/dev/null
+sql "ALTER SYSTEM SET flyt_instance.redelivery_millis = 1000" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+head -c 6000 /dev/zero | tr '\0' x >"$WORK/filler"
+BIG=$(jq -c --rawfile f "$WORK/filler" '.valuePerKey.filler = $f' <<<"$FIX_VALUE")
+BIG_ID=$(sql -v h="$FIX_HEADERS" -v v="$BIG" "SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)")
+deleted_before=$(topic_count "$T_DELETED")
+sql "BEGIN; SELECT flyt_retry($BIG_ID); SELECT flyt_instance_dispatched('$(jq -c --argjson i "$BIG_ID" '.instanceId = $i' <<<"$FIX_HEADERS")'::jsonb); COMMIT;" >/dev/null
+refused_once() {
+	sql_is t "SELECT coalesce(bool_or(attempts >= 1), false) FROM flyt.outbox WHERE key = '$BIG_ID' AND event_name = 'instance-requested-for-retry'"
+}
+if wait_until 60 refused_once; then
+	pass "the broker refuses the large retry in flight (attempts counted)"
+else
+	fail "the broker refuses the large retry in flight" "outbox: $(sql_quiet "SELECT jsonb_agg(to_jsonb(o) - 'value') FROM flyt.outbox o")"
+fi
+check_eq "meanwhile the instance's instance-deleted waits behind it" "$deleted_before" "$(topic_count "$T_DELETED")"
+if wait_until 60 sql_is 1 "SELECT count(*) FROM flyt.dead_letter WHERE message_key = convert_to('$BIG_ID', 'UTF8')"; then
+	pass "the refused retry is dead-lettered after its redelivery"
+else
+	fail "the refused retry is dead-lettered after its redelivery" "flyt_status(): $(show_status)"
+fi
+if wait_until 60 topic_has_at_least "$T_DELETED" $((deleted_before + 1)); then
+	pass "then instance-deleted follows"
+else
+	fail "then instance-deleted follows" "outbox: $(sql_quiet "SELECT jsonb_agg(to_jsonb(o) - 'value') FROM flyt.outbox o")"
+fi
 
 finish

@@ -426,6 +426,21 @@ wait_status_up() {
 	wait_until "${1:-$WAIT}" sql_is UP "SELECT flyt_status()->>'status'"
 }
 
+# expect_status_up [SECONDS] — one result: flyt_status() says UP within
+# SECONDS (default 45); bails otherwise.
+expect_status_up() {
+	if wait_status_up "${1:-45}"; then
+		pass "status UP"
+	else
+		bail "status UP" "flyt_status(): $(show_status)"
+	fi
+}
+
+# register_fixture — registers the fixture instance through SQL, prints its id.
+register_fixture() {
+	sql -v h="$FIX_HEADERS" -v v="$FIX_VALUE" "SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)"
+}
+
 # Prints flyt_status() (for failure diagnostics).
 show_status() {
 	local s

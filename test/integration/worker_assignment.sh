@@ -47,11 +47,7 @@ broker_start
 worker_cluster_start -c "flyt_instance.consumer_assignment_grace = '2s'"
 require_worker
 
-if wait_status_up 45; then
-	pass "status UP"
-else
-	bail "status UP" "flyt_status(): $(show_status)"
-fi
+expect_status_up
 if wait_until "$WAIT" sql_is assigned "SELECT flyt_status()->'consumer'->'assignment'->>'state'"; then
 	pass "the consumer's assignment state is 'assigned'"
 else

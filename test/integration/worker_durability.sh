@@ -38,13 +38,9 @@ broker_start
 worker_cluster_start -c "wal_writer_delay = 10000" -c "wal_writer_flush_after = 1GB" \
 	-c "flyt_instance.cleanup_interval = '2s'" -c "flyt_instance.cleanup_initial_delay = '1h'"
 require_worker
-if wait_status_up 45; then
-	pass "status UP"
-else
-	bail "status UP" "flyt_status(): $(show_status)"
-fi
+expect_status_up
 
-ID=$(sql -v h="$FIX_HEADERS" -v v="$FIX_VALUE" "SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)")
+ID=$(register_fixture)
 wait_messages "$T_REGISTERED" 1 || fail "instance-registered is delivered"
 
 restart_after_crash() {

@@ -25,11 +25,7 @@ SIZES=(102400 716800)
 broker_start
 worker_cluster_start
 require_worker
-if wait_status_up 45; then
-	pass "status UP"
-else
-	bail "status UP" "flyt_status(): $(show_status)"
-fi
+expect_status_up
 
 for size in "${SIZES[@]}"; do
 	# through a file: one argument may not be longer than 128 kB
@@ -74,6 +70,36 @@ else
 	fail "the outbox empties" "flyt_status(): $(show_status)"
 fi
 check_eq "no dead letters" 0 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
+
+# --- larger than the producer can send ------------------------------------------------
+# librdkafka sends at most message.max.bytes (1,000,000 by default); a
+# larger instance is refused when it arrives instead of failing every
+# delivery and ending as a dead letter after its redeliveries.
+head -c 1100000 /dev/zero | tr '\0' x >"$WORK/filler"
+value=$(jq -c --rawfile f "$WORK/filler" '.valuePerKey.filler = $f' <<<"$FIX_VALUE")
+printf '%s' "$value" >"$WORK/value.json"
+# (through a file: one argument may not be longer than 128 kB)
+if out=$(sql -v h="$FIX_HEADERS" "\set v \`cat $WORK/value.json\`
+SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)" 2>&1); then
+	fail "registering a 1.1 MB instance through SQL is refused" "it was stored as $out"
+else
+	check "registering a 1.1 MB instance through SQL is refused, naming message.max.bytes" \
+		grep -q 'too large for Kafka' <<<"$out"
+fi
+produce "$T_RECEIVED" too-large "$value" -H "$H_FLOW=$FIX_HEADERS" -X message.max.bytes=2000000 ||
+	fail "kcat produces a 1.1 MB instance-received" "$(tail -n 3 "$WORK/kcat.err")"
+if wait_until 60 sql_is 1 "SELECT count(*) FROM flyt.dead_letter WHERE failure_details->>'sqlstate' = '54000'"; then
+	pass "a consumed 1.1 MB instance is dead-lettered at once (54000)"
+else
+	fail "a consumed 1.1 MB instance is dead-lettered at once (54000)" \
+		"dead letters: $(sql_quiet "SELECT jsonb_agg(failure_details) FROM flyt.dead_letter")"
+fi
+if wait_until 30 topic_has_at_least "$T_REG_ERROR" 1; then
+	pass "and an instance-registration-error is sent"
+else
+	fail "and an instance-registration-error is sent"
+fi
+check_eq "nothing of it waits in the outbox" 0 "$(sql "SELECT count(*) FROM flyt.outbox")"
 check_eq "the server never crashed" 0 "$(grep -c 'terminated by signal' "$CLUSTER_LOG" || true)"
 
 finish

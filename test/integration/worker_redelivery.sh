@@ -4,7 +4,10 @@
 # circuit breaker (docs/worker.md, "Producing" and "Circuit breaker"):
 #
 #   - the producer is given message.max.bytes=1000, so librdkafka refuses
-#     any larger message locally: a delivery that always fails.  A big
+#     any larger message locally: a delivery that always fails.  (Such an
+#     instance cannot be registered any more: flyt_register_instance refuses
+#     what could never be sent.  test_register_unsendable, made here, queues
+#     its instance-registered all the same.)  A big
 #     instance's instance-registered row is tried 1 + redelivery_max_no (2)
 #     times, its attempts climb, then it moves to flyt.dead_letter
 #     (TRANSIENT, 3 attempts, errorMessage, the payload) and
@@ -99,13 +102,35 @@ BIG_VALUE=$(jq -c --arg s "$BIG_STRING" '.valuePerKey.vedlegg = $s' <<<"$FIX_VAL
 SMALL_VALUE='{"valuePerKey":{"a":"b"},"objectCollectionPerKey":{}}'
 SMALL_HEADERS=$(jq -c '.fileIds = [] | .sourceApplicationInstanceId = "small"' <<<"$FIX_HEADERS")
 
+# unsendable — creates test_register_unsendable(headers, instance): what
+# flyt_register_instance does, without its check that instance-registered
+# fits into the producer's message.max.bytes (1000 here), so that a row
+# the producer refuses every time can be queued.
+unsendable() {
+	sql "CREATE FUNCTION test_register_unsendable(h jsonb, v jsonb) RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE
+	i bigint;
+BEGIN
+	INSERT INTO flyt.instance (payload, source_application_id) VALUES (v, (h->>'sourceApplicationId')::bigint)
+	RETURNING id INTO i;
+	UPDATE flyt.instance SET flow_headers = h || jsonb_build_object('instanceId', i) WHERE id = i;
+	INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (i, 1, 'REGISTERED');
+	INSERT INTO flyt.outbox (event_name, topic, key, headers, value)
+	VALUES ('instance-registered', '$T_REGISTERED', i::text,
+		jsonb_build_object('flyt.instance-flow-headers', flyt.wire_json(h || jsonb_build_object('instanceId', i)),
+			'flyt.event-id', gen_random_uuid()::text),
+		flyt_instance(i)::text);
+	RETURN i;
+END \$\$" >/dev/null
+}
+
 # register_big — registers BIG_VALUE; sets BIG_ID, BIG_QUEUED_MS (commit
 # time, ms), BIG_OB (outbox id of its instance-registered row) and
 # BIG_PAYLOAD (that row's value).
 register_big() {
 	local out
 	out=$(sql -v h="$FIX_HEADERS" -v v="$BIG_VALUE" "BEGIN;
-SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb) AS id \\gset
+SELECT test_register_unsendable(:'h'::jsonb, :'v'::jsonb) AS id \\gset
 SELECT :id;
 SELECT floor(extract(epoch FROM now()) * 1000)::bigint;
 SELECT id FROM flyt.outbox WHERE key = :'id' AND event_name = 'instance-registered';
@@ -138,6 +163,7 @@ worker_cluster_start \
 	-c "flyt_instance.redelivery_max_no = 2" \
 	-c "flyt_instance.redelivery_millis = 50"
 require_worker
+unsendable
 if wait_status_up 45; then
 	pass "flyt_status()->>'status' becomes UP"
 else
@@ -277,7 +303,7 @@ fi
 # instance-deleted, small, same key, must wait for C's registered row),
 # small B (another key: must not wait).
 out=$(sql -v h="$FIX_HEADERS" -v v="$BIG_VALUE" -v sh="$SMALL_HEADERS" -v sv="$SMALL_VALUE" "BEGIN;
-SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb) AS c \\gset
+SELECT test_register_unsendable(:'h'::jsonb, :'v'::jsonb) AS c \\gset
 SELECT :c;
 SELECT id FROM flyt.outbox WHERE key = :'c' AND event_name = 'instance-registered';
 SELECT flyt_instance_dispatched(jsonb_set(:'h'::jsonb, '{instanceId}', to_jsonb(:c::bigint))) AS dispatched \\gset

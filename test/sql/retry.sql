@@ -75,3 +75,27 @@ COMMIT;
 
 -- Versions stay dense per instance.
 SELECT array_agg(version ORDER BY version) FROM flyt_instance_history(:id);
+
+-- A batch of 500 ids does not take a subtransaction (and a transaction id)
+-- per id: past 64 in one transaction the backend's cache of them overflows
+-- and every snapshot in the cluster gets slower.  One unexpected failure
+-- still undoes only its own id.
+INSERT INTO flyt.instance (payload, flow_headers)
+SELECT payload, flow_headers FROM flyt.instance, generate_series(1, 500) WHERE id = :id;
+SELECT txid_current() AS xid_before \gset
+SELECT status, count(*) FROM flyt_retry_batch(ARRAY(SELECT id FROM flyt.instance WHERE flow_headers IS NOT NULL ORDER BY id))
+GROUP BY status;
+SELECT txid_current() - :xid_before < 64 AS few_transaction_ids;
+CREATE FUNCTION pg_temp.refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.key = (SELECT (max(id) - 7)::text FROM flyt.instance) THEN
+		RAISE EXCEPTION 'refused for the test';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_one BEFORE INSERT ON flyt.outbox FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_one();
+SELECT txid_current() AS xid_before \gset
+SELECT status, error, count(*) FROM flyt_retry_batch(ARRAY(SELECT id FROM flyt.instance WHERE flow_headers IS NOT NULL ORDER BY id))
+GROUP BY status, error ORDER BY status;
+SELECT txid_current() - :xid_before < 64 AS few_transaction_ids;
+DROP TRIGGER refuse_one ON flyt.outbox;
