@@ -388,13 +388,19 @@ timeout 300 psql -X -qAt -d postgres -c "COPY (SELECT key || E'\t' || value FROM
 	>"$LC_WORK/pump.txt" || die "dump the outbox"
 hdr=$(sql "SELECT headers->>'flyt.instance-flow-headers' FROM flyt.outbox LIMIT 1")
 say "pump: $queued messages queued, $(wc -c <"$LC_WORK/pump.txt") bytes of key+value"
-t0=$(now)
-timeout 600 kcat -P -q -b "$LC_BROKER_ADDR" -t "$T_RETRY" -K $'\t' -l \
-	-H "flyt.instance-flow-headers=$hdr" -H "flyt.event-id=1234567" \
-	-X enable.idempotence=true -X acks=all "$LC_WORK/pump.txt" 2>"$LC_WORK/kcat_pump.err" ||
-	die "kcat floor: $(tail -3 "$LC_WORK/kcat_pump.err")"
-t1=$(now)
-pump_floor=$(calc "$queued / ($t1 - $t0)")
+# pump_floor BROKERS — kcat -P (idempotent, acks=all) of pump.txt with the
+# same headers to the retry topic: messages per second.
+pump_floor() {
+	local t0 t1
+	t0=$(now)
+	timeout 600 kcat -P -q -b "$1" -t "$T_RETRY" -K $'\t' -l \
+		-H "flyt.instance-flow-headers=$hdr" -H "flyt.event-id=1234567" \
+		-X enable.idempotence=true -X acks=all "$LC_WORK/pump.txt" 2>"$LC_WORK/kcat_pump.err" ||
+		die "kcat floor on $1: $(tail -3 "$LC_WORK/kcat_pump.err")"
+	t1=$(now)
+	calc "$queued / ($t1 - $t0)"
+}
+pump_floor=$(pump_floor "$LC_BROKER_ADDR")
 perf_begin pump
 t0=$(now)
 kafka_on
@@ -454,13 +460,7 @@ if [ "$KAFKA_ON" = 1 ]; then
 	queued=$(sql "SELECT count(*) FROM flyt.outbox")
 	timeout 300 psql -X -qAt -d postgres -c "COPY (SELECT key || E'\t' || value FROM flyt.outbox ORDER BY id) TO STDOUT" \
 		>"$LC_WORK/pump.txt" || die "dump the outbox"
-	t0=$(now)
-	timeout 600 kcat -P -q -b "$KAFKA_BOOTSTRAP" -t "$T_RETRY" -K $'\t' -l \
-		-H "flyt.instance-flow-headers=$hdr" -H "flyt.event-id=1234567" \
-		-X enable.idempotence=true -X acks=all "$LC_WORK/pump.txt" 2>"$LC_WORK/kcat_pump.err" ||
-		die "kcat floor on Kafka: $(tail -3 "$LC_WORK/kcat_pump.err")"
-	t1=$(now)
-	pk_floor=$(calc "$queued / ($t1 - $t0)")
+	pk_floor=$(pump_floor "$KAFKA_BOOTSTRAP")
 	t0=$(now)
 	sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = '$KAFKA_BOOTSTRAP'" >/dev/null
 	sql "SELECT pg_reload_conf()" >/dev/null

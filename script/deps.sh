@@ -16,7 +16,8 @@ set -euo pipefail
 # kubectl (Debian's kubernetes-client, unless a kubectl is there already:
 # installing it over another package's /usr/bin/kubectl fails); and for
 # the real Kafka broker of the tests (script/kafka.sh), Java 17 and Maven,
-# unless a java and an mvn are there already.
+# unless a java and an mvn are there already; clang with libFuzzer for the
+# fuzz target of the wire format (test/fuzz, make fuzz).
 # .ci/run installs this same list.
 packages=(
 	postgresql-15
@@ -33,6 +34,8 @@ packages=(
 	yamllint
 	nginx
 	gettext-base
+	clang-14
+	libclang-rt-14-dev
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
