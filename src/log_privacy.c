@@ -47,33 +47,35 @@ names_kafka_config(const char *text)
 	return false;
 }
 
-/* Is this report the statement's own text (log_statement and friends)? */
-static bool
-is_statement_log(const ErrorData *edata)
-{
-	const char *m = edata->message;
-
-	return m != NULL &&
-		(strncmp(m, "statement: ", 11) == 0 ||
-		 strncmp(m, "execute ", 8) == 0 ||
-		 strncmp(m, "duration: ", 10) == 0);
-}
 
 static void
 hide_secrets(ErrorData *edata)
 {
-	static const char changed[] = "parameter \"flyt_instance.kafka_config\" changed to ";
+	const char *id = edata->message_id;	/* untranslated: any lc_messages */
+
+	if (!edata->output_to_server)
+		goto next;
 
 	/* a reload of postgresql.conf (in the postmaster and every process) */
-	if (edata->output_to_server && edata->message != NULL &&
-		strncmp(edata->message, changed, sizeof(changed) - 1) == 0)
+	if (id != NULL && strcmp(id, "parameter \"%s\" changed to \"%s\"") == 0 &&
+		names_kafka_config(edata->message))
 		edata->message = pstrdup("parameter \"flyt_instance.kafka_config\" changed (the value is not logged: it may hold secrets)");
-	if (edata->output_to_server && names_kafka_config(debug_query_string))
+
+	if (names_kafka_config(debug_query_string))
 	{
+		/* the statement, the PL/pgSQL context quoting it, bound parameters */
 		edata->hide_stmt = true;
-		if (is_statement_log(edata) && names_kafka_config(edata->message))
+		edata->hide_ctx = true;
+		edata->internalquery = NULL;
+		if (edata->detail != NULL && strncmp(edata->detail, "parameters: ", 12) == 0)
+			edata->detail = NULL;
+		edata->detail_log = NULL;
+		if (id != NULL &&
+			(strncmp(id, "statement: ", 11) == 0 || strncmp(id, "execute ", 8) == 0 ||
+			 strncmp(id, "duration: ", 10) == 0))
 			edata->message = pstrdup("statement: (left out: it names flyt_instance.kafka_config, which may hold secrets)");
 	}
+next:
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }

@@ -18,6 +18,7 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "guc.h"
 #include "outbox.h"
@@ -76,15 +77,15 @@ flyt_instance_key(int64 instance_id)
 /*
  * The largest message the producer will send: message.max.bytes of
  * kafka_config, or librdkafka's default.  Read again only when the setting
- * changed (a reload gives it a new string).
+ * changed.
  */
 static int64
 message_max_bytes(void)
 {
-	static const char *parsed_config = NULL;
+	static char *parsed_config = NULL;
 	static int64 max_bytes = DEFAULT_MESSAGE_MAX_BYTES;
 
-	if (parsed_config != flyt_kafka_config)
+	if (parsed_config == NULL || strcmp(parsed_config, flyt_kafka_config) != 0)
 	{
 		char	   *value = flyt_kafka_config_get("message.max.bytes");
 
@@ -99,7 +100,9 @@ message_max_bytes(void)
 				max_bytes = v;
 			pfree(value);
 		}
-		parsed_config = flyt_kafka_config;
+		if (parsed_config != NULL)
+			pfree(parsed_config);
+		parsed_config = MemoryContextStrdup(TopMemoryContext, flyt_kafka_config);
 	}
 	return max_bytes;
 }

@@ -25,7 +25,7 @@
  *
  * Nothing is sent before the transaction that queued it is durable (flushed,
  * and on synchronous standbys where the server waits for them), even when it
- * committed without waiting: see make_visible_rows_durable.
+ * committed without waiting: see visible_rows_durable.
  *
  * The caller runs each function that touches the database inside a
  * transaction, connected to SPI.
@@ -39,7 +39,11 @@
 #include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "access/xlog_internal.h"
 #include "replication/syncrep.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
+#include "storage/lwlock.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -55,6 +59,8 @@
 #include "wire.h"
 
 #define SCAN_PAGE 200
+/* Wait before scanning again while synchronous standbys lag behind. */
+#define STANDBY_WAIT_MS 20
 
 static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
@@ -433,24 +439,47 @@ block_key(FlytPump *pump, uint32 tag)
 }
 
 /*
- * Makes sure that every row this scan can see was written by a transaction
- * that is durable: its commit record flushed here and, when the server
- * waits for synchronous standbys, there too.  A transaction that committed
- * without waiting (synchronous_commit = off, as the worker's own delivery
- * and cleanup steps do) is visible before it is durable; a crash would lose
- * it after Kafka got its message.  The scan's snapshot was taken before
- * this call, so the WAL insert position now lies past every commit record
- * it sees.  Usually that WAL is flushed already and this costs nothing.
+ * Is every row this scan can see durable: written by a transaction whose
+ * commit record is flushed here and, when the server waits for synchronous
+ * standbys, confirmed by them too?  A transaction that committed without
+ * waiting (synchronous_commit = off, as the worker's own delivery and
+ * cleanup steps do) is visible before it is durable; a crash would lose it
+ * after Kafka got its message.  The scan's snapshot was taken before this
+ * call, so the WAL insert position now lies past every commit record it
+ * sees; the local flush is done here (usually it costs nothing).  The
+ * standbys are not waited for: while they lag, nothing is sent and the
+ * caller tries again shortly.
  */
-static void
-make_visible_rows_durable(void)
+static bool
+visible_rows_durable(void)
 {
 	XLogRecPtr	lsn = GetXLogInsertRecPtr();
+	bool		confirmed;
 
+	/*
+	 * At a page start the insert position lies past the page header, which
+	 * is not written yet: flush up to the end of the previous page.
+	 */
+	if (XLogSegmentOffset(lsn, wal_segment_size) == SizeOfXLogLongPHD)
+		lsn -= SizeOfXLogLongPHD;
+	else if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		lsn -= SizeOfXLogShortPHD;
 	XLogFlush(lsn);
-	SyncRepWaitForLSN(lsn, false);
-}
 
+	if (!SyncRepRequested())
+		return true;
+	LWLockAcquire(SyncRepLock, LW_SHARED);
+	if (!(WalSndCtl->sync_standbys_status & SYNC_STANDBY_DEFINED))
+	{
+		LWLockRelease(SyncRepLock);
+		return true;
+	}
+	/* what a commit waits for, at most a flush (that is durable there) */
+	confirmed = WalSndCtl->lsn[synchronous_commit == SYNCHRONOUS_COMMIT_REMOTE_WRITE ?
+							   SYNC_REP_WAIT_WRITE : SYNC_REP_WAIT_FLUSH] >= lsn;
+	LWLockRelease(SyncRepLock);
+	return confirmed;
+}
 
 /*
  * Hands up to room rows to the producer, in id order from the head of the
@@ -532,7 +561,12 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 
 			if (!durable)
 			{
-				make_visible_rows_durable();
+				if (!visible_rows_durable())
+				{
+					/* the synchronous standbys lag: look again shortly */
+					pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
+					return sent;
+				}
 				durable = true;
 			}
 			topic = SPI_getvalue(tuple, desc, 2);
@@ -565,7 +599,8 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				 * delivery, and the later rows of its key must wait for it.
 				 */
 				block_key(pump, tag);
-				reserve_reports(pump, 1);
+				/* room for this report and for every one still owed */
+				reserve_reports(pump, pump->in_flight + (room - sent) + 1);
 				pump->reports[pump->nreports].id = id;
 				pump->reports[pump->nreports].err = err;
 				pump->nreports++;

@@ -19,10 +19,11 @@
  *	- publishes its state for flyt_status().
  *
  * Every database step is a short transaction of its own.  An error in a
- * pass is reported, the transaction rolled back and the Kafka handles
- * recreated (rows in flight stay in the outbox and are sent again; the
- * consumer seeks back to the stored offsets), so nothing is lost and the
- * worker goes on; the postmaster restarts it after anything worse.
+ * pass is reported and the transaction rolled back; the Kafka handles stay
+ * (the consumer seeks back to where a failed batch started, rows whose
+ * delivery was not recorded are sent again), so nothing is lost and the
+ * worker goes on after a backoff; the postmaster restarts it after anything
+ * worse.
  *
  *-------------------------------------------------------------------------
  */
@@ -236,7 +237,7 @@ begin_step(const char *activity)
  * and consumers drop it by flyt.event-id) and cleanup batches (the next run
  * deletes the same instances).  Both may queue messages (a dead-lettered
  * retry's error event, instance-deleted); the pump sends no row before the
- * transaction that wrote it is durable (make_visible_rows_durable), so a
+ * transaction that wrote it is durable (visible_rows_durable in pump.c), so a
  * crash never leaves Kafka holding an event of a change that was lost.
  * Consumed batches keep synchronous commit: their offsets are also
  * committed to Kafka, which must never get ahead of what the database has
@@ -249,18 +250,6 @@ commit_without_waiting(void)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
-/*
- * Makes the current step's transaction wait for its WAL whatever the
- * server's synchronous_commit says (at least a local flush; the server's
- * setting when it asks for more, such as remote_apply).
- */
-static void
-commit_durably(void)
-{
-	if (synchronous_commit < SYNCHRONOUS_COMMIT_ON)
-		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-}
 
 static void
 end_step(void)
@@ -501,13 +490,22 @@ serve_kafka(void)
 
 	if (worker.fatal_error)
 	{
-		char		reason[512];
+		char		reason[512] = "";
+		const char *which = "producer";
 
-		(void) rd_kafka_fatal_error(worker.kafka.producer, reason, sizeof(reason));
+		/* the producer (idempotence) or the consumer (a fenced static member) */
+		if (rd_kafka_fatal_error(worker.kafka.producer, reason, sizeof(reason)) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			which = "consumer";
+			reason[0] = '\0';
+			(void) rd_kafka_fatal_error(worker.kafka.consumer, reason, sizeof(reason));
+		}
 		ereport(LOG,
-				(errmsg("flyt_instance: the Kafka producer failed fatally; making a new one"),
-				 errdetail_internal("%s", reason)));
+				(errmsg("flyt_instance: the Kafka %s failed fatally; making new clients in %d s", which,
+						KAFKA_RETRY_MS / 1000),
+				 errdetail_internal("%s", reason[0] ? reason : "librdkafka gave no reason")));
 		close_kafka(false);
+		worker.kafka_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_RETRY_MS);
 		return;
 	}
 	if (worker.all_brokers_down)
@@ -586,8 +584,8 @@ consume(void)
 		{
 			PG_TRY();
 			{
+				/* durable: the offsets are also committed to Kafka afterwards */
 				begin_step("flyt_instance: applying consumed messages");
-				commit_durably();
 				flyt_consumer_apply(&worker.consumer, worker.batch, start, worker.nbatch,
 									bad, bad_error);
 				end_step();
@@ -768,8 +766,11 @@ run_pass(void)
 			timeout = Min(timeout, breaker_ms);
 		if (worker.pump.next_retry_at != 0)
 			timeout = Min(timeout, ms_until(worker.pump.next_retry_at, now));
-		timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(worker.pump.last_scan_at,
-																	FLYT_PUMP_IDLE_SCAN_MS), now));
+		/* the next look at the outbox, when it may send at all */
+		if (flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0 &&
+			worker.pump.in_flight < flyt_max_in_flight)
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(worker.pump.last_scan_at,
+																		FLYT_PUMP_IDLE_SCAN_MS), now));
 	}
 	return Max(timeout, 0);
 }
@@ -822,7 +823,8 @@ rewind_consumer(void)
  * What the failed transaction did not commit is redone: the consumer's
  * offsets are read again from the database and a batch that failed is
  * consumed again from where it started; outbox rows whose deliveries were
- * not recorded stay queued (and in flight) as they were.  A failed cleanup
+ * not recorded stay queued and are sent again (consumers drop the repeat by
+ * its flyt.event-id).  A failed cleanup
  * batch fails its run.  The next pass waits a second, doubling while
  * passes keep failing.
  */
@@ -841,6 +843,9 @@ recover_from_error(void)
 	MemoryContextSwitchTo(worker.pass_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	worker.step = STEP_OTHER;
+	/* what librdkafka signalled so far must not cut the backoff short */
+	if (worker.kafka_open)
+		flyt_kafka_drain_wake_fd(&worker.kafka);
 	if (consume_failed)
 	{
 		/*

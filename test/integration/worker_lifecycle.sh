@@ -210,6 +210,25 @@ else
 		lc_fail "on the standby the state is standby within 30 s" \
 			"flyt_status() = $(lc_on_standby lc_sql 'SELECT flyt_status()')"
 	fi
+	# A lone SIGTERM to the waiting worker: it exits with code 1, so the
+	# postmaster starts it again (with exit code 0 it never did, and the
+	# promoted server had no worker).
+	sb_pid=$(lc_on_standby lc_status_pid)
+	if [ -n "$sb_pid" ] && kill -TERM "$sb_pid" 2>/dev/null; then
+		sb_new() {
+			local p
+			p=$(lc_on_standby lc_status_pid) || return 1
+			[ -n "$p" ] && [ "$p" != "$sb_pid" ]
+		}
+		if lc_wait 30 sb_new; then
+			lc_pass "after kill -TERM of the standby's worker the postmaster starts it again"
+		else
+			lc_fail "after kill -TERM of the standby's worker the postmaster starts it again within 30 s" \
+				"flyt_status() = $(lc_on_standby lc_sql 'SELECT flyt_status()')"
+		fi
+	else
+		lc_fail "kill -TERM the standby's worker" "no pid ('$sb_pid')"
+	fi
 	if [ "$sb_ok" = 1 ] && lc_standby_promote; then
 		lc_pass "pg_ctl promote"
 		if lc_wait 30 lc_on_standby lc_state_in running kafka_off; then

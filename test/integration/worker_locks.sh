@@ -59,7 +59,14 @@ held_at=$SECONDS
 
 produce "$T_DISPATCHED" "$A" '{"dispatched":true}' -H "$H_FLOW=$(jq -c --argjson i "$A" '.instanceId = $i' <<<"$FIX_HEADERS")" ||
 	fail "produce instance-dispatched for $A"
-sleep 1 # let the worker take the message and wait on the lock
+worker_waits() {
+	sql_is 1 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'flyt_instance worker' AND wait_event_type = 'Lock'"
+}
+if wait_until 20 worker_waits; then
+	pass "the worker waits for the lock on $A"
+else
+	fail "the worker waits for the lock on $A" "flyt_status(): $(show_status)"
+fi
 CORR_B=$(sql "SELECT flyt_retry($B)")
 retry_of_b_sent() {
 	snapshot "$T_RETRY"
@@ -70,7 +77,11 @@ if wait_until $((HOLD - 3)) retry_of_b_sent && kill -0 "$holder_pid" 2>/dev/null
 else
 	fail "the retry of $B reaches Kafka while $A is still held" "flyt_status(): $(show_status)"
 fi
-check "the worker's batch failed on its lock timeout" grep -q 'canceling statement due to lock timeout' "$CLUSTER_LOG"
+if wait_until 10 grep -q 'canceling statement due to lock timeout' "$CLUSTER_LOG"; then
+	pass "the worker's batch failed on its lock timeout"
+else
+	fail "the worker's batch failed on its lock timeout"
+fi
 check_eq "instance $A still there while held" 1 "$(sql "SELECT count(*) FROM flyt.instance WHERE id = $A")"
 
 wait "$holder_pid" || fail "the holding session ended well" "$(cat "$WORK/holder.err")"

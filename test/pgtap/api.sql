@@ -5,7 +5,7 @@
 --   flyt_instance.authorized_org_id_role_pairs =
 --     '{"vigo.no": ["USER"], "fintlabs.no": ["ADMIN"], "ofk.no": []}'
 BEGIN;
-SELECT plan(52);
+SELECT plan(56);
 
 TRUNCATE flyt.instance, flyt.instance_event, flyt.outbox RESTART IDENTITY;
 SELECT flyt_register_instance(
@@ -125,6 +125,21 @@ SELECT is(pg_temp.answer('retry', 'internal', '{"instance_id": 2}') ->> 'code', 
 SELECT is(pg_temp.call('retry', 'internal', '{"instance_id": "abc"}'), 400, 'a non-integer id: 400');
 SELECT is(pg_temp.call('retry', 'internal', '{"id": 1}'), 404, 'a wrong argument name: 404 (PGRST202)');
 SELECT is(pg_temp.call('retry', 'internal', '{"instance_id": null}'), 400, 'a null id: 400');
+
+-- An unexpected failure (a trigger refuses the outbox row) is a 500 whose
+-- body holds none of its internal text; the server log has it.
+CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'internal secret text';
+END $$;
+CREATE TRIGGER refuse BEFORE INSERT ON flyt.outbox FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse();
+SELECT is(pg_temp.call('retry', 'internal', '{"instance_id": 1}'), 500, 'an unexpected failure: 500');
+SELECT doesnt_match(pg_temp.answer('retry', 'internal', '{"instance_id": 1}')::text, 'internal secret',
+	'the 500 body holds no internal error text');
+SELECT is(pg_temp.answer('retry_batch', 'internal', '[1]') -> 0 ->> 'status', 'error', 'the batch row says error');
+SELECT doesnt_match(pg_temp.answer('retry_batch', 'internal', '[1]')::text, 'internal secret',
+	'the batch row holds no internal error text');
+DROP TRIGGER refuse ON flyt.outbox;
 
 -- POST /rpc/retry_batch with the raw JSON array as body
 SELECT is(pg_temp.call('retry_batch', 'none', '[1]'), 401, 'batch without a token: 401');
