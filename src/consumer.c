@@ -591,6 +591,22 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 
 	message_context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance consumed message",
 											ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * What earlier rounds of this batch committed counts as applied: a
+	 * message a rebalance fetched again later in the same batch must not
+	 * be applied twice.
+	 */
+	for (int i = 0; i < start; i++)
+	{
+		rd_kafka_message_t *msg = messages[i];
+		const char *topic = rd_kafka_topic_name(msg->rkt);
+		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
+
+		if (stored == NULL || msg->offset >= stored->next_offset)
+			positions = advance(positions, topic, msg->partition, msg->offset + 1);
+	}
+
 	for (int i = start; i < stop; i++)
 	{
 		rd_kafka_message_t *msg = messages[i];
