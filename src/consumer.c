@@ -589,6 +589,7 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 	MemoryContext message_context;
 	int			stop = bad >= 0 ? bad + 1 : end;
 
+	consumer->applying = -1;	/* an error outside a message is not its fault */
 	message_context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance consumed message",
 											ALLOCSET_DEFAULT_SIZES);
 
