@@ -14,8 +14,7 @@
 #   KAFKA_VERSION  with KAFKA=real: the Kafka release (default: the newest
 #                  3.9.x, see script/kafka/pom.xml)
 #   FLYT_FIXTURES  directory with instance-received.{headers,value}.json
-#                  (default ../shared/fixtures beside the repository, falling
-#                  back to test/fixtures in it)
+#                  (default test/fixtures of the repository)
 #   PG_CONFIG      pg_config of the PostgreSQL to run (default: on PATH)
 set -euo pipefail
 
@@ -57,10 +56,7 @@ on_exit() {
 cluster_trap on_exit
 
 # --- sample messages ---------------------------------------------------------
-fixtures=${FLYT_FIXTURES:-$repo/../shared/fixtures}
-if [ ! -f "$fixtures/instance-received.value.json" ]; then
-	fixtures=$repo/test/fixtures
-fi
+fixtures=${FLYT_FIXTURES:-$repo/test/fixtures}
 headers_file=$fixtures/instance-received.headers.json
 instance_file=$fixtures/instance-received.value.json
 for f in "$headers_file" "$instance_file"; do

@@ -123,14 +123,7 @@ shopt -u nullglob
 
 export FLYT_REPO=$repo
 export FLYT_CLUSTER_LIB=$repo/script/cluster.sh
-if [ -z "${FLYT_FIXTURES:-}" ]; then
-	if [ -d "$repo/test/fixtures" ]; then
-		FLYT_FIXTURES=$repo/test/fixtures
-	else
-		FLYT_FIXTURES=$repo/../shared/fixtures
-	fi
-fi
-export FLYT_FIXTURES
+export FLYT_FIXTURES=${FLYT_FIXTURES:-$repo/test/fixtures}
 
 echo "=== starting a test cluster"
 cluster_create -l '' \

@@ -48,13 +48,7 @@
 
 FLYT_REPO=${FLYT_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 FLYT_CLUSTER_LIB=${FLYT_CLUSTER_LIB:-$FLYT_REPO/script/cluster.sh}
-if [ -z "${FLYT_FIXTURES:-}" ]; then
-	if [ -d "$FLYT_REPO/test/fixtures" ]; then
-		FLYT_FIXTURES=$FLYT_REPO/test/fixtures
-	else
-		FLYT_FIXTURES=$FLYT_REPO/../shared/fixtures
-	fi
-fi
+FLYT_FIXTURES=${FLYT_FIXTURES:-$FLYT_REPO/test/fixtures}
 # shellcheck source=script/cluster.sh
 . "$FLYT_CLUSTER_LIB"
 # shellcheck source=script/kafka.sh
