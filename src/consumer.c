@@ -436,8 +436,7 @@ dead_letter_isolated(void *arg)
 		ErrorData  *unreadable = flyt_run_isolated(read_headers, &r);
 
 		if (unreadable == NULL)
-			flyt_outbox_enqueue(FLYT_EVENT_REGISTRATION_ERROR, NULL, r.text,
-								FLYT_ERROR_EVENT_VALUE);
+			flyt_outbox_enqueue_error(FLYT_ERROR_REGISTRATION, NULL, r.text);
 		else
 			FreeErrorData(unreadable);
 	}

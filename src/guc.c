@@ -43,6 +43,14 @@ int			flyt_consumer_assignment_grace_s = 60;
 char	   *flyt_internal_clients = NULL;
 char	   *flyt_authorized_org_id_role_pairs = NULL;
 int			flyt_max_instance_bytes = 16 * 1024 * 1024;
+int			flyt_topic_replication_factor = 2;
+int			flyt_error_event_format = FLYT_ERRORS_LEGACY;
+
+static const struct config_enum_entry error_event_format_options[] = {
+	{"legacy", FLYT_ERRORS_LEGACY, false},
+	{"instance-error", FLYT_ERRORS_INSTANCE_ERROR, false},
+	{NULL, 0, false}
+};
 
 /* Raw strings of the duration settings; the parsed values live above. */
 static char *retention_time_text = NULL;
@@ -676,6 +684,25 @@ flyt_define_settings(void)
 							16 * 1024 * 1024, 1024, INT_MAX / 2,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("flyt_instance.error_event_format",
+							 "Format of the error events: legacy (instance-registration-error and instance-retry-request-error with an ErrorCollection) or instance-error (one topic with an InstanceErrorEvent).",
+							 "legacy is what every fint-flyt-history-service version reads; instance-error only history-service from 2026-07 on.",
+							 &flyt_error_event_format,
+							 FLYT_ERRORS_LEGACY,
+							 error_event_format_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("flyt_instance.topic_replication_factor",
+							"Replication factor of the topics the worker creates; existing topics keep theirs.",
+							NULL,
+							&flyt_topic_replication_factor,
+							2, 1, 32767,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("flyt_instance");

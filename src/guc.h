@@ -27,6 +27,16 @@ extern int	flyt_consumer_assignment_grace_s;
 extern char *flyt_internal_clients;
 extern char *flyt_authorized_org_id_role_pairs;
 extern int	flyt_max_instance_bytes;
+extern int	flyt_topic_replication_factor;
+
+/* flyt_instance.error_event_format */
+typedef enum FlytErrorEventFormat
+{
+	FLYT_ERRORS_LEGACY,			/* instance-registration-error, instance-retry-request-error */
+	FLYT_ERRORS_INSTANCE_ERROR	/* instance-error with InstanceErrorEvent */
+} FlytErrorEventFormat;
+
+extern int	flyt_error_event_format;
 
 /* One property of kafka_config; false stops the walk. */
 typedef bool (*FlytKafkaPropertyFn) (const char *key, const char *value, void *arg);

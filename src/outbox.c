@@ -35,16 +35,13 @@ bool
 flyt_is_error_event(const char *event_name)
 {
 	return strcmp(event_name, FLYT_EVENT_REGISTRATION_ERROR) == 0 ||
-		strcmp(event_name, FLYT_EVENT_RETRY_REQUEST_ERROR) == 0;
+		strcmp(event_name, FLYT_EVENT_RETRY_REQUEST_ERROR) == 0 ||
+		strcmp(event_name, FLYT_EVENT_INSTANCE_ERROR) == 0;
 }
 
-/*
- * The topic of an event: {org}.{ctx}.event.{name}, or
- * {org}.{ctx}.event.error.{name} for error events, where {org} is
- * flyt_instance.org_id with dots replaced by dashes.
- */
-char *
-flyt_topic_name(const char *event_name)
+/* flyt_instance.org_id as it appears in topic names: dots become dashes. */
+static char *
+topic_org(void)
 {
 	char	   *org;
 
@@ -58,8 +55,89 @@ flyt_topic_name(const char *event_name)
 	for (char *p = org; *p; p++)
 		if (*p == '.')
 			*p = '-';
-	return psprintf("%s.%s.event.%s%s", org, flyt_domain_context,
+	return org;
+}
+
+/*
+ * The topic of an event: {org}.{ctx}.event.{name}, or
+ * {org}.{ctx}.event.error.{name} for error events, where {org} is
+ * flyt_instance.org_id with dots replaced by dashes (fint-kafka's
+ * EventTopicNameParameters and ErrorEventTopicNameParameters).
+ */
+char *
+flyt_topic_name(const char *event_name)
+{
+	return psprintf("%s.%s.event.%s%s", topic_org(), flyt_domain_context,
 					flyt_is_error_event(event_name) ? "error." : "", event_name);
+}
+
+/*
+ * The reply topic of the flow-headers request-reply:
+ * {org}.{ctx}.reply.{application_id}.instance-flow-headers-for-registered-instance
+ * (fint-kafka's ReplyTopicNameParameters).
+ */
+char *
+flyt_reply_topic_name(void)
+{
+	return psprintf("%s.%s.reply.%s.%s", topic_org(), flyt_domain_context,
+					flyt_application_id, FLYT_FLOW_HEADERS_RESOURCE);
+}
+
+/*
+ * The request topic fint-flyt-history-service answers on:
+ * {org}.{ctx}.request.instance-flow-headers-for-registered-instance.by.instance-id
+ * (fint-kafka's RequestTopicNameParameters).  history-service creates it.
+ */
+char *
+flyt_request_topic_name(void)
+{
+	return psprintf("%s.%s.request.%s.by.instance-id", topic_org(), flyt_domain_context,
+					FLYT_FLOW_HEADERS_RESOURCE);
+}
+
+/*
+ * The __TypeId__ header of an event's value: the Java class Spring Kafka's
+ * JsonSerializer names for it in the original service.  NULL for events
+ * without a value (instance-deleted), which carry no __TypeId__.
+ */
+const char *
+flyt_value_type_id(const char *event_name)
+{
+	if (strcmp(event_name, FLYT_EVENT_REGISTERED) == 0 ||
+		strcmp(event_name, FLYT_EVENT_RETRY) == 0)
+		return "no.novari.flyt.instance.model.dtos.InstanceObjectDto";
+	if (strcmp(event_name, FLYT_EVENT_REGISTRATION_ERROR) == 0 ||
+		strcmp(event_name, FLYT_EVENT_RETRY_REQUEST_ERROR) == 0)
+		return "no.novari.flyt.kafka.model.ErrorCollection";
+	if (strcmp(event_name, FLYT_EVENT_INSTANCE_ERROR) == 0)
+		return "no.novari.flyt.kafka.model.InstanceErrorEvent";
+	return NULL;
+}
+
+/* The ErrorCollection of every error event the service sends. */
+#define ERROR_COLLECTION \
+	"{\"errors\":[{\"errorCode\":\"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR\",\"args\":null}]}"
+
+/*
+ * Queues an error event in the format flyt_instance.error_event_format
+ * names: legacy sends a bare ErrorCollection on instance-registration-error
+ * or instance-retry-request-error (what every history-service version
+ * reads); instance-error sends {"name": "REGISTRATION"|"RETRY_REQUEST",
+ * "errors": ErrorCollection} on instance-error, as the original does since
+ * 2026-07.  args is null, as the original's Error.builder() leaves it.
+ */
+int64
+flyt_outbox_enqueue_error(FlytErrorOrigin origin, const char *key, const char *flow_headers)
+{
+	bool		registration = (origin == FLYT_ERROR_REGISTRATION);
+
+	if (flyt_error_event_format == FLYT_ERRORS_INSTANCE_ERROR)
+		return flyt_outbox_enqueue(FLYT_EVENT_INSTANCE_ERROR, key, flow_headers,
+								   registration ?
+								   "{\"name\":\"REGISTRATION\",\"errors\":" ERROR_COLLECTION "}" :
+								   "{\"name\":\"RETRY_REQUEST\",\"errors\":" ERROR_COLLECTION "}");
+	return flyt_outbox_enqueue(registration ? FLYT_EVENT_REGISTRATION_ERROR : FLYT_EVENT_RETRY_REQUEST_ERROR,
+							   key, flow_headers, ERROR_COLLECTION);
 }
 
 /* The Kafka key of an instance's events: its id as text. */

@@ -16,17 +16,30 @@
 #define FLYT_EVENT_DELETED "instance-deleted"
 #define FLYT_EVENT_REGISTRATION_ERROR "instance-registration-error"
 #define FLYT_EVENT_RETRY_REQUEST_ERROR "instance-retry-request-error"
+/* flyt_instance.error_event_format = instance-error: both errors on one topic */
+#define FLYT_EVENT_INSTANCE_ERROR "instance-error"
 
 /* Consumed events. */
 #define FLYT_EVENT_RECEIVED "instance-received"
 #define FLYT_EVENT_DISPATCHED "instance-dispatched"
 
-/* Value of the error events. */
-#define FLYT_ERROR_EVENT_VALUE \
-	"{\"errors\":[{\"errorCode\":\"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR\",\"args\":{}}]}"
+/* The flow-headers request-reply with fint-flyt-history-service. */
+#define FLYT_FLOW_HEADERS_RESOURCE "instance-flow-headers-for-registered-instance"
+
+/* Where an error event comes from (InstanceErrorOrigin of fint-flyt-kafka). */
+typedef enum FlytErrorOrigin
+{
+	FLYT_ERROR_REGISTRATION,
+	FLYT_ERROR_RETRY_REQUEST
+} FlytErrorOrigin;
 
 extern bool flyt_is_error_event(const char *event_name);
 extern char *flyt_topic_name(const char *event_name);
+extern char *flyt_reply_topic_name(void);
+extern char *flyt_request_topic_name(void);
+extern const char *flyt_value_type_id(const char *event_name);
+extern int64 flyt_outbox_enqueue_error(FlytErrorOrigin origin, const char *key,
+									   const char *flow_headers);
 extern char *flyt_instance_key(int64 instance_id);
 extern int64 flyt_outbox_enqueue(const char *event_name, const char *key,
 								 const char *flow_headers, const char *value);

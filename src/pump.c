@@ -176,8 +176,7 @@ dead_letter(int64 id, const char *event_name, const char *key,
 		char	   *end;
 		long long	instance_id = strtoll(key, &end, 10);
 
-		flyt_outbox_enqueue(FLYT_EVENT_RETRY_REQUEST_ERROR, key, flow_headers,
-							FLYT_ERROR_EVENT_VALUE);
+		flyt_outbox_enqueue_error(FLYT_ERROR_RETRY_REQUEST, key, flow_headers);
 		if (*end == '\0')
 		{
 			json_t	   *detail = json_pack("{s:s}", "error", error);

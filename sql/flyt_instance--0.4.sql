@@ -1,0 +1,366 @@
+/* flyt_instance 0.4: the FINT Flyt instance service inside PostgreSQL. */
+
+\echo Use "CREATE EXTENSION flyt_instance" to load this file. \quit
+
+-- Everything flyt_instance stores and sends is UTF-8 (Kafka's JSON, jsonb
+-- of the instances); another database encoding would garble or reject
+-- Norwegian text far from where it entered.
+DO $$
+BEGIN
+	IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+		RAISE EXCEPTION 'flyt_instance needs a database with encoding UTF8, not %',
+			pg_catalog.getdatabaseencoding()
+			USING HINT = 'Create the database with ENCODING ''UTF8'' (for example CREATE DATABASE flyt ENCODING ''UTF8'' TEMPLATE template0) and install the extension there.';
+	END IF;
+END
+$$;
+
+CREATE SCHEMA flyt;
+COMMENT ON SCHEMA flyt IS 'Storage of flyt_instance: instances, their history, the Kafka outbox, consumer offsets, dead letters and cleanup runs';
+
+-------------------------------------------------------------------------------
+-- Tables
+-------------------------------------------------------------------------------
+
+CREATE TABLE flyt.instance (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	payload jsonb NOT NULL,
+	flow_headers jsonb,
+	source_application_id bigint,
+	source_application_integration_id text,
+	source_application_instance_id text,
+	integration_id bigint,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT instance_payload_is_object CHECK (jsonb_typeof(payload) = 'object'),
+	CONSTRAINT instance_flow_headers_is_object CHECK (flow_headers IS NULL OR jsonb_typeof(flow_headers) = 'object')
+);
+COMMENT ON TABLE flyt.instance IS 'One row per registered instance; id is the instanceId the rest of Flyt sees';
+COMMENT ON COLUMN flyt.instance.payload IS 'The instance tree: {"valuePerKey": {...}, "objectCollectionPerKey": {"k": [instance, ...]}}';
+COMMENT ON COLUMN flyt.instance.flow_headers IS 'InstanceFlowHeaders as received, with instanceId filled in; NULL when the instance was stored without them';
+-- Cleanup scans by age.
+CREATE INDEX instance_created_at_idx ON flyt.instance (created_at);
+-- Operators look instances up by the source system's own id.
+CREATE INDEX instance_source_application_idx ON flyt.instance (source_application_id, source_application_instance_id);
+
+CREATE TABLE flyt.instance_event (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	instance_id bigint NOT NULL,
+	version integer NOT NULL,
+	event_type text NOT NULL,
+	occurred_at timestamptz NOT NULL DEFAULT now(),
+	requested_by text,
+	correlation_id uuid,
+	detail jsonb,
+	CONSTRAINT instance_event_type_check CHECK (event_type IN ('REGISTERED', 'RETRY_REQUESTED', 'RETRY_FAILED', 'DISPATCHED', 'DELETED')),
+	CONSTRAINT instance_event_version_positive CHECK (version > 0),
+	-- Optimistic concurrency: two writers that read the same last version collide here.
+	CONSTRAINT instance_event_version_unique UNIQUE (instance_id, version)
+);
+COMMENT ON TABLE flyt.instance_event IS 'History of each instance, one row per state change with a per-instance version';
+-- Cleanup finds the DELETED rows whose second retention window has passed.
+CREATE INDEX instance_event_deleted_idx ON flyt.instance_event (occurred_at) WHERE event_type = 'DELETED';
+
+CREATE SEQUENCE flyt.outbox_id_seq;
+CREATE TABLE flyt.outbox (
+	id bigint PRIMARY KEY DEFAULT nextval('flyt.outbox_id_seq'),
+	event_name text NOT NULL,
+	topic text NOT NULL,
+	key text,
+	headers jsonb NOT NULL,
+	value text,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT now(),
+	last_error text,
+	CONSTRAINT outbox_attempts_check CHECK (attempts >= 0),
+	CONSTRAINT outbox_headers_is_object CHECK (jsonb_typeof(headers) = 'object')
+)
+/*
+ * Every row is inserted once and deleted within milliseconds once the broker
+ * acknowledges it, so the table is almost always nearly empty while dead
+ * tuples pile up at the rate of the whole event stream.  The default
+ * scale-factor triggers (20% of a tiny table) would let the heap and the
+ * primary key index bloat between vacuums and make the pump's index scan
+ * walk dead entries; vacuum on a fixed number of dead rows instead, without
+ * cost-based sleeps, and keep the statistics of this small table fresh.
+ */
+WITH (
+	autovacuum_vacuum_scale_factor = 0,
+	autovacuum_vacuum_threshold = 5000,
+	autovacuum_vacuum_insert_scale_factor = 0,
+	autovacuum_vacuum_insert_threshold = 20000,
+	autovacuum_analyze_scale_factor = 0,
+	autovacuum_analyze_threshold = 5000,
+	autovacuum_vacuum_cost_delay = 0
+);
+ALTER SEQUENCE flyt.outbox_id_seq OWNED BY flyt.outbox.id;
+COMMENT ON TABLE flyt.outbox IS 'Transactional outbox: every Kafka message is a row here first, written in the transaction that caused it';
+COMMENT ON COLUMN flyt.outbox.event_name IS 'Event name without the topic prefix, e.g. instance-requested-for-retry';
+COMMENT ON COLUMN flyt.outbox.headers IS 'Kafka headers as a JSON object of header name to the exact header value (UTF-8 text)';
+COMMENT ON COLUMN flyt.outbox.value IS 'Exact message value (JSON text), NULL for a tombstone-like event such as instance-deleted';
+
+CREATE TABLE flyt.consumer_offset (
+	topic text NOT NULL,
+	kafka_partition integer NOT NULL,
+	next_offset bigint NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, kafka_partition),
+	CONSTRAINT consumer_offset_nonnegative CHECK (next_offset >= 0)
+);
+COMMENT ON TABLE flyt.consumer_offset IS 'Next offset to consume per topic partition, written in the transaction that applied the messages (exactly-once ingestion)';
+
+CREATE TABLE flyt.dead_letter (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	topic text NOT NULL,
+	kafka_partition integer,
+	kafka_offset bigint,
+	outbox_id bigint,
+	original_message_id text NOT NULL,
+	message_key bytea,
+	headers jsonb,
+	original_message_payload bytea,
+	failure_transience text NOT NULL,
+	message_delivery_attempts integer NOT NULL DEFAULT 1,
+	failure_details jsonb NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT dead_letter_transience_check CHECK (failure_transience IN ('TRANSIENT', 'PERMANENT')),
+	CONSTRAINT dead_letter_origin_check CHECK ((kafka_offset IS NOT NULL) <> (outbox_id IS NOT NULL))
+);
+COMMENT ON TABLE flyt.dead_letter IS 'Consumed messages that could not be applied and outbox messages that exhausted redelivery';
+COMMENT ON COLUMN flyt.dead_letter.original_message_id IS 'topic/partition/offset of a consumed message, or outbox/<id> of a produced one';
+COMMENT ON COLUMN flyt.dead_letter.failure_details IS '{"errorMessage", "sqlstate", "context", ...} of the failure';
+CREATE INDEX dead_letter_created_at_idx ON flyt.dead_letter (created_at);
+
+CREATE TABLE flyt.cleanup_run (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	started_at timestamptz NOT NULL DEFAULT now(),
+	finished_at timestamptz,
+	cutoff timestamptz NOT NULL,
+	status text NOT NULL DEFAULT 'running',
+	deleted bigint NOT NULL DEFAULT 0,
+	deleted_without_event bigint NOT NULL DEFAULT 0,
+	error text,
+	CONSTRAINT cleanup_run_status_check CHECK (status IN ('running', 'succeeded', 'failed'))
+);
+COMMENT ON TABLE flyt.cleanup_run IS 'One row per scheduled cleanup run; the last 1000 are kept';
+
+-------------------------------------------------------------------------------
+-- Functions
+--
+-- SECURITY DEFINER, so that EXECUTE on a function is the only privilege a
+-- caller needs: no role but the owner reads or writes the tables directly.
+-- search_path is pinned (the C code qualifies every name anyway), and the
+-- history records the caller (the outer role), not the owner.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION flyt_register_instance(headers jsonb, instance jsonb)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'flyt_register_instance'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_register_instance(jsonb, jsonb) IS
+'Register an instance received with its InstanceFlowHeaders; returns the new instance id
+Validates both arguments (SQLSTATE 22023 naming the offending path), stores the
+instance, records REGISTERED and queues instance-registered in flyt.outbox.';
+
+CREATE FUNCTION flyt_instance(instance_id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'flyt_instance'
+LANGUAGE C STABLE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_instance(bigint) IS
+'The stored instance as the wire DTO {id, valuePerKey, objectCollectionPerKey, createdAt}
+Unknown id: SQLSTATE P0002.';
+
+CREATE FUNCTION flyt_retry(instance_id bigint)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'flyt_retry'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_retry(bigint) IS
+'Queue instance-requested-for-retry for one instance; returns the new correlation id
+Unknown id: SQLSTATE P0002. Instance without flow headers: SQLSTATE 55000.';
+
+CREATE FUNCTION flyt_retry_batch(instance_ids bigint[],
+	OUT instance_id bigint, OUT status text, OUT correlation_id uuid, OUT error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'flyt_retry_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_retry_batch(bigint[]) IS
+'Retry each instance independently; one row per distinct id
+status is queued, not_found, no_flow_headers or error; one failure never affects the others.';
+
+CREATE FUNCTION flyt_instance_dispatched(headers jsonb)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'flyt_instance_dispatched'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_instance_dispatched(jsonb) IS
+'Delete the instance named by headers.instanceId after it was dispatched; false when it was already gone
+Records DISPATCHED and DELETED and queues instance-deleted.';
+
+CREATE FUNCTION flyt_cleanup(older_than interval DEFAULT NULL, max_rows integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'flyt_cleanup'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_cleanup(interval, integer) IS
+'Delete instances created before now() - older_than; returns how many were deleted
+older_than defaults to flyt_instance.time_to_keep_instance_in_days; max_rows bounds one call.
+Queues instance-deleted for each deleted instance that has flow headers and purges history
+whose DELETED row is older than the window.';
+
+CREATE FUNCTION flyt_instance_history(instance_id bigint,
+	OUT version integer, OUT event_type text, OUT occurred_at timestamptz,
+	OUT requested_by text, OUT correlation_id uuid, OUT detail jsonb)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'flyt_instance_history'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 5
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_instance_history(bigint) IS
+'The history of one instance, oldest first
+Unknown id (no history at all): SQLSTATE P0002.';
+
+CREATE FUNCTION flyt_status()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'flyt_status'
+LANGUAGE C VOLATILE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_status() IS
+'Health of flyt_instance: status UP or DOWN with the reason, worker, Kafka and circuit, outbox, consumer, dead letters, cleanup
+See docs/worker.md for every field.';
+
+CREATE FUNCTION flyt_metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_metrics'
+LANGUAGE C VOLATILE PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_metrics() IS
+'The figures of flyt_status() and counters in Prometheus text exposition format';
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing is callable or readable by PUBLIC.
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON SCHEMA flyt FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+	flyt_register_instance(jsonb, jsonb),
+	flyt_instance(bigint),
+	flyt_retry(bigint),
+	flyt_retry_batch(bigint[]),
+	flyt_instance_dispatched(jsonb),
+	flyt_cleanup(interval, integer),
+	flyt_instance_history(bigint),
+	flyt_status(),
+	flyt_metrics()
+FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- pg_dump: the tables hold user data, so they are dumped with it.
+-------------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_event', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.instance_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.consumer_offset', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run_id_seq', '');
+
+-------------------------------------------------------------------------------
+-- flyt_web: PostgREST's anonymous role.  FINT's tokens carry no role claim,
+-- so every request runs as this role; flyt_api.authorize() decides.  Roles
+-- belong to the cluster, not the database: create it only once.
+-------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+	r record;
+BEGIN
+	SELECT oid, * INTO r FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'flyt_web';
+	IF NOT FOUND THEN
+		CREATE ROLE flyt_web NOLOGIN;
+	ELSIF r.rolcanlogin OR r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+		OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member OPERATOR(pg_catalog.=) r.oid) THEN
+		-- Every HTTP request runs as flyt_web: it must be able to do nothing
+		-- but what the extension grants it.
+		RAISE EXCEPTION 'role flyt_web exists and can do more than PostgREST''s anonymous role may'
+			USING DETAIL = 'flyt_web can log in, has attributes beyond NOLOGIN, or is a member of other roles.',
+				HINT = 'Make it NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS and a member of no role, or drop it, then install again.';
+	END IF;
+	-- otherwise it is the role another database's install made: reuse it
+END
+$$;
+
+CREATE SCHEMA flyt_api;
+COMMENT ON SCHEMA flyt_api IS
+$$FINT Flyt instance service
+Retry instances of the FINT Flyt flow. Callers authenticate with a bearer
+token from FINT's identity provider: internal clients by their client id,
+users by their organisation and a role of the role catalog (USER or better).$$;
+
+CREATE FUNCTION flyt_api.authorize()
+RETURNS void
+AS 'MODULE_PATHNAME', 'flyt_api_authorize'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION flyt_api.authorize() IS
+$$Check the caller's token (PostgREST's db-pre-request)
+401 without a token; 403 unless the token's subject is an internal client or
+its organisation and roles are authorised.$$;
+
+CREATE FUNCTION flyt_api.retry(instance_id bigint)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'flyt_api_retry'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_api.retry(bigint) IS
+$$Retry one instance
+Queues instance-requested-for-retry with a fresh correlation id and returns
+it. 404 when the instance is unknown; 500 when it has no flow headers or the
+retry failed. Was POST /api/intern/handlinger/instanser/{instanceId}/prov-igjen.$$;
+
+CREATE FUNCTION flyt_api.retry_batch(jsonb,
+	OUT instance_id bigint, OUT status text, OUT correlation_id uuid, OUT error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'flyt_api_retry_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_api.retry_batch(jsonb) IS
+$$Retry many instances
+The body is the JSON array of instance ids. Each distinct id is retried on
+its own; one result per id: status queued, not_found, no_flow_headers or
+error, with the correlation id or the error. 400 when the body is not an
+array of integers. Was POST /api/intern/handlinger/instanser/prov-igjen/batch.$$;
+
+REVOKE ALL ON SCHEMA flyt_api FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+	flyt_api.authorize(),
+	flyt_api.retry(bigint),
+	flyt_api.retry_batch(jsonb)
+FROM PUBLIC;
+GRANT USAGE ON SCHEMA flyt_api TO flyt_web;
+GRANT EXECUTE ON FUNCTION
+	flyt_api.authorize(),
+	flyt_api.retry(bigint),
+	flyt_api.retry_batch(jsonb)
+TO flyt_web;
+
+-------------------------------------------------------------------------------
+-- The exact JSON text flyt_instance writes into Kafka headers and values:
+-- compact, keys in the order jsonb keeps them.  The set-based cleanup uses
+-- it, so that instance-deleted carries its flow headers byte for byte as
+-- every other event does (jsonb::text adds spaces).
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION flyt.wire_json(jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_wire_json'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION flyt.wire_json(jsonb) IS
+'The compact JSON text flyt_instance writes on the wire for a jsonb value (internal)';
+REVOKE EXECUTE ON FUNCTION flyt.wire_json(jsonb) FROM PUBLIC;
