@@ -6,6 +6,8 @@
 #   test/run.sh                    all suites
 #   test/run.sh pgtap integration  only these (regress, isolation, pgtap,
 #                                  integration)
+#   FLYT_INTEGRATION="deploy kafka_worker" test/run.sh integration
+#                                  only these integration scripts
 #
 # Suites, in order; a failing suite does not stop the others:
 #   regress      pg_regress:   test/sql/*.sql    vs expected/*.out
@@ -120,6 +122,14 @@ isolation_files=(test/specs/*.spec)
 pgtap_files=(test/pgtap/*.sql)
 integration_files=(test/integration/*.sh)
 shopt -u nullglob
+# FLYT_INTEGRATION="kafka_worker deploy": only these integration scripts.
+if [ -n "${FLYT_INTEGRATION:-}" ]; then
+	integration_files=()
+	for t in $FLYT_INTEGRATION; do
+		[ -x "test/integration/$t.sh" ] || { echo "no test/integration/$t.sh" >&2; exit 2; }
+		integration_files+=("test/integration/$t.sh")
+	done
+fi
 
 export FLYT_REPO=$repo
 export FLYT_CLUSTER_LIB=$repo/script/cluster.sh
