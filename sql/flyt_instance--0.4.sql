@@ -96,7 +96,7 @@ WITH (
 ALTER SEQUENCE flyt.outbox_id_seq OWNED BY flyt.outbox.id;
 COMMENT ON TABLE flyt.outbox IS 'Transactional outbox: every Kafka message is a row here first, written in the transaction that caused it';
 COMMENT ON COLUMN flyt.outbox.event_name IS 'Event name without the topic prefix, e.g. instance-requested-for-retry';
-COMMENT ON COLUMN flyt.outbox.headers IS 'Kafka headers as a JSON object of header name to the exact header value (UTF-8 text)';
+COMMENT ON COLUMN flyt.outbox.headers IS 'Kafka headers as a JSON object of header name to the exact header value (UTF-8 text): flyt.instance-flow-headers and flyt.event-id; the worker adds origin.application.id and __TypeId__ when it sends';
 COMMENT ON COLUMN flyt.outbox.value IS 'Exact message value (JSON text), NULL for a tombstone-like event such as instance-deleted';
 
 CREATE TABLE flyt.consumer_offset (
@@ -198,7 +198,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION flyt_instance_dispatched(jsonb) IS
 'Delete the instance named by headers.instanceId after it was dispatched; false when it was already gone
-Records DISPATCHED and DELETED and queues instance-deleted.';
+Records DISPATCHED and DELETED when it existed, and queues instance-deleted with these headers either way, as the original does.';
 
 CREATE FUNCTION flyt_cleanup(older_than interval DEFAULT NULL, max_rows integer DEFAULT NULL)
 RETURNS bigint
@@ -300,9 +300,11 @@ $$;
 CREATE SCHEMA flyt_api;
 COMMENT ON SCHEMA flyt_api IS
 $$FINT Flyt instance service
-Retry instances of the FINT Flyt flow. Callers authenticate with a bearer
-token from FINT's identity provider: internal clients by their client id,
-users by their organisation and a role of the role catalog (USER or better).$$;
+Retry instances of the FINT Flyt flow. Callers authenticate with a user's
+bearer token from FINT's identity provider, with claims organizationid,
+objectidentifier and roles (role-catalog URLs). Of the token's roles only
+those its organisation is authorised for count; DEVELOPER implies ADMIN,
+ADMIN implies USER, and the API needs USER.$$;
 
 CREATE FUNCTION flyt_api.authorize()
 RETURNS void
@@ -310,8 +312,12 @@ AS 'MODULE_PATHNAME', 'flyt_api_authorize'
 LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION flyt_api.authorize() IS
 $$Check the caller's token (PostgREST's db-pre-request)
-401 without a token; 403 unless the token's subject is an internal client or
-its organisation and roles are authorised.$$;
+401 without a token, or when its organizationid or objectidentifier claim is
+missing or blank. 403 when flyt_instance.authorized_org_id_role_pairs does not
+list its organisation, or when it grants no USER: the token's roles (exactly
+https://role-catalog.vigoiks.no/vigo/flyt/user, .../admin, .../developer) are
+first filtered by the roles listed for the organisation, then DEVELOPER implies
+ADMIN and ADMIN implies USER. The JWT subject opens nothing.$$;
 
 CREATE FUNCTION flyt_api.retry(instance_id bigint)
 RETURNS uuid
@@ -364,3 +370,14 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION flyt.wire_json(jsonb) IS
 'The compact JSON text flyt_instance writes on the wire for a jsonb value (internal)';
 REVOKE EXECUTE ON FUNCTION flyt.wire_json(jsonb) FROM PUBLIC;
+
+-- The flyt.instance-flow-headers header as the original writes it (Jackson's
+-- InstanceFlowHeaders: nine fields in order, nulls written); the set-based
+-- cleanup uses it.
+CREATE FUNCTION flyt.wire_flow_headers(jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_wire_flow_headers'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION flyt.wire_flow_headers(jsonb) IS
+'The flyt.instance-flow-headers text flyt_instance writes on the wire for stored flow headers (internal)';
+REVOKE EXECUTE ON FUNCTION flyt.wire_flow_headers(jsonb) FROM PUBLIC;

@@ -88,7 +88,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "  INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value)"
 					 "  SELECT q.id, '" FLYT_EVENT_DELETED "', $4, q.instance_id::pg_catalog.text,"
 					 "    pg_catalog.jsonb_build_object("
-					 "      '" FLYT_HEADER_FLOW_HEADERS "', flyt.wire_json(q.flow_headers),"
+					 "      '" FLYT_HEADER_FLOW_HEADERS "', flyt.wire_flow_headers(q.flow_headers),"
 					 "      '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text),"
 					 "    NULL"
 					 "  FROM (SELECT pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS id,"

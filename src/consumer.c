@@ -420,7 +420,7 @@ read_headers(void *arg)
 	FlytFlowHeaders headers;
 
 	message_flow_headers(r->msg, &headers);
-	r->text = flyt_json_dump(headers.json);
+	r->text = flyt_flow_headers_text(headers.json);
 }
 
 static void

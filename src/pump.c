@@ -367,24 +367,50 @@ reserve_reports(FlytPump *pump, int n)
 	pump->reports = repalloc(pump->reports, sizeof(FlytDelivery) * pump->reports_size);
 }
 
-/* Builds librdkafka headers from the outbox row's header object. */
-static rd_kafka_headers_t *
-kafka_headers(Jsonb *jb)
+/* Adds the outbox row's header called name, if it has one. */
+static void
+add_row_header(rd_kafka_headers_t *headers, Jsonb *jb, const char *name)
 {
-	rd_kafka_headers_t *headers = rd_kafka_headers_new(2);
-	JsonbIterator *it = JsonbIteratorInit(&jb->root);
-	JsonbValue	v;
-	JsonbIteratorToken token;
-	char	   *name = NULL;
+	JsonbValue	key;
+	JsonbValue *v;
 
-	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
-	{
-		if (token == WJB_KEY)
-			name = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (token == WJB_VALUE && name != NULL && v.type == jbvString)
-			rd_kafka_header_add(headers, name, -1, v.val.string.val, v.val.string.len);
-	}
+	key.type = jbvString;
+	key.val.string.val = (char *) name;
+	key.val.string.len = strlen(name);
+	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+	if (v != NULL && v->type == jbvString)
+		rd_kafka_header_add(headers, name, -1, v->val.string.val, v->val.string.len);
+}
+
+/*
+ * The record's headers, in the order the original's send path adds them:
+ * flyt.instance-flow-headers (on the record), origin.application.id (its
+ * producer interceptor: flyt_instance.application_id as raw UTF-8, on every
+ * record) and __TypeId__ (Spring Kafka's JsonSerializer: the value's Java
+ * class, absent when there is no value); then flyt.event-id, this
+ * service's own.  The first and the last are stored with the row; the two
+ * in between are added here, when the record is sent, as the original adds
+ * them.
+ */
+static rd_kafka_headers_t *
+kafka_headers(Jsonb *jb, const char *event_name, bool has_value)
+{
+	rd_kafka_headers_t *headers = rd_kafka_headers_new(4);
+	const char *type_id = has_value ? flyt_value_type_id(event_name) : NULL;
+
+	add_row_header(headers, jb, FLYT_HEADER_FLOW_HEADERS);
+	rd_kafka_header_add(headers, FLYT_HEADER_ORIGIN_APPLICATION_ID, -1, flyt_application_id, -1);
+	if (type_id != NULL)
+		rd_kafka_header_add(headers, FLYT_HEADER_TYPE_ID, -1, type_id, -1);
+	add_row_header(headers, jb, FLYT_HEADER_EVENT_ID);
 	return headers;
+}
+
+/* Unix epoch milliseconds of a timestamp: a Kafka record's timestamp. */
+static int64
+unix_millis(TimestampTz ts)
+{
+	return ts / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 }
 
 /*
@@ -508,7 +534,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	reserve_reports(pump, pump->in_flight + room);
 
 	flyt_plan(&scan_plan,
-			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at "
+			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at, event_name "
 			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
 			  2, argtypes);
 
@@ -530,6 +556,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			char	   *topic;
 			char	   *key;
 			char	   *value;
+			char	   *event_name;
 			TimestampTz next_attempt_at;
 			TimestampTz created_at;
 			rd_kafka_headers_t *kheaders;
@@ -571,17 +598,21 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			topic = SPI_getvalue(tuple, desc, 2);
 			value = SPI_getvalue(tuple, desc, 5);
 			created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
-			kheaders = kafka_headers(DatumGetJsonbP(SPI_getbinval(tuple, desc, 4, &isnull)));
+			event_name = SPI_getvalue(tuple, desc, 8);
+			kheaders = kafka_headers(DatumGetJsonbP(SPI_getbinval(tuple, desc, 4, &isnull)),
+									 event_name, value != NULL);
 			err = rd_kafka_producev(producer,
 									RD_KAFKA_V_TOPIC(topic),
 									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 									RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
 									RD_KAFKA_V_VALUE(value, value ? strlen(value) : 0),
 									RD_KAFKA_V_HEADERS(kheaders),
+									RD_KAFKA_V_TIMESTAMP(unix_millis(created_at)),
 									RD_KAFKA_V_OPAQUE((void *) (intptr_t) id),
 									RD_KAFKA_V_END);
 			/* librdkafka copied them (F_COPY): a page holds at most what one row needs */
 			pfree(topic);
+			pfree(event_name);
 			if (value != NULL)
 				pfree(value);
 			if (err != RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -59,7 +59,7 @@ flyt_retry_instance(int64 instance_id, const char *requested_by,
 		flyt_new_correlation_id(correlation_id);
 		flyt_set_correlation_id(headers, correlation_id);
 		flyt_outbox_enqueue(FLYT_EVENT_RETRY, flyt_instance_key(instance_id),
-							flyt_json_dump(headers),
+							flyt_flow_headers_text(headers),
 							flyt_instance_dto(instance_id, payload, created_at));
 		flyt_append_event(instance_id, "RETRY_REQUESTED", requested_by,
 						  correlation_id, NULL);

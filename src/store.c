@@ -159,7 +159,8 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
 
 	flyt_append_event(id, "REGISTERED", flyt_requested_by(), &headers->correlation_id, NULL);
-	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, flyt_instance_key(id), headers_text,
+	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, flyt_instance_key(id),
+						flyt_flow_headers_text(headers->json),
 						flyt_instance_dto(id, payload, created_at));
 	flyt_count(FLYT_COUNT_REGISTERED, 1);
 	return id;
@@ -346,9 +347,11 @@ flyt_instance(PG_FUNCTION_ARGS)
 }
 
 /*
- * Deletes a dispatched instance: records DISPATCHED and DELETED and queues
- * instance-deleted with the stored flow headers (the received ones when none
- * are stored).  Returns false when the instance is already gone.  The
+ * What the original does for instance-dispatched: deletes the instance,
+ * then queues instance-deleted with the dispatched record's flow headers,
+ * also when the instance was already gone (its deleteById is then a no-op
+ * and the event is sent all the same).  Records DISPATCHED and DELETED when
+ * there was an instance.  Returns false when it was already gone.  The
  * caller is connected to SPI.
  */
 bool
@@ -357,29 +360,25 @@ flyt_dispatch_instance(FlytFlowHeaders *headers)
 	static const Oid argtypes[] = {INT8OID};
 	SPIPlanPtr	plan;
 	Datum		values[1];
-	bool		isnull;
-	Datum		stored;
-	char	   *requested_by;
-	json_t	   *deleted_headers;
+	bool		deleted;
 	int64		id = headers->instance_id;
 
 	plan = flyt_plan(&delete_plan,
-					 "DELETE FROM flyt.instance WHERE id OPERATOR(pg_catalog.=) $1 RETURNING flow_headers",
+					 "DELETE FROM flyt.instance WHERE id OPERATOR(pg_catalog.=) $1",
 					 1, argtypes);
 	values[0] = Int64GetDatum(id);
-	if (flyt_execute(plan, values, NULL, false, 0, SPI_OK_DELETE_RETURNING) == 0)
-		return false;
+	deleted = flyt_execute(plan, values, NULL, false, 0, SPI_OK_DELETE) > 0;
+	if (deleted)
+	{
+		char	   *requested_by = flyt_requested_by();
 
-	stored = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	deleted_headers = isnull ? headers->json
-		: flyt_jsonb_to_json(DatumGetJsonbP(stored), "flow headers");
-
-	requested_by = flyt_requested_by();
-	flyt_append_event(id, "DISPATCHED", requested_by, &headers->correlation_id, NULL);
-	flyt_append_event(id, "DELETED", requested_by, &headers->correlation_id, NULL);
-	flyt_outbox_enqueue(FLYT_EVENT_DELETED, flyt_instance_key(id), flyt_json_dump(deleted_headers), NULL);
-	flyt_count(FLYT_COUNT_DELETED, 1);
-	return true;
+		flyt_append_event(id, "DISPATCHED", requested_by, &headers->correlation_id, NULL);
+		flyt_append_event(id, "DELETED", requested_by, &headers->correlation_id, NULL);
+		flyt_count(FLYT_COUNT_DELETED, 1);
+	}
+	flyt_outbox_enqueue(FLYT_EVENT_DELETED, flyt_instance_key(id),
+						flyt_flow_headers_text(headers->json), NULL);
+	return deleted;
 }
 
 /*

@@ -37,6 +37,8 @@
 #include "guc.h"
 #include "wire.h"
 
+PG_FUNCTION_INFO_V1(flyt_wire_flow_headers);
+
 static void *
 wire_alloc(size_t size)
 {
@@ -627,6 +629,127 @@ canonicalise_instance(Canonical *c, json_t *object, int depth)
 	json_object_set_new(object, "objectCollectionPerKey", collections);
 }
 
+/* Is text[0..len) a JSON number (RFC 8259 grammar)? */
+static bool
+is_json_number(const char *t, size_t len)
+{
+	size_t		i = 0;
+
+	if (i < len && t[i] == '-')
+		i++;
+	if (i >= len || !isdigit((unsigned char) t[i]))
+		return false;
+	if (t[i] == '0')
+		i++;
+	else
+		while (i < len && isdigit((unsigned char) t[i]))
+			i++;
+	if (i < len && t[i] == '.')
+	{
+		if (++i >= len || !isdigit((unsigned char) t[i]))
+			return false;
+		while (i < len && isdigit((unsigned char) t[i]))
+			i++;
+	}
+	if (i < len && (t[i] == 'e' || t[i] == 'E'))
+	{
+		i++;
+		if (i < len && (t[i] == '+' || t[i] == '-'))
+			i++;
+		if (i >= len || !isdigit((unsigned char) t[i]))
+			return false;
+		while (i < len && isdigit((unsigned char) t[i]))
+			i++;
+	}
+	return i == len;
+}
+
+/*
+ * The original reads valuePerKey as Jackson's Map<String, String>, which
+ * takes a number or a boolean as its text: {"n": 1.50, "b": true} is
+ * {"n": "1.50", "b": "true"}.  Every number, true and false that is a
+ * member value of a valuePerKey object is quoted here, exactly as written,
+ * before jansson (which would keep 1.50 only as a double) reads the text.
+ * Only the objects under a key written "valuePerKey" are touched; the
+ * caller validates the result as usual.  Returns NULL when there is nothing
+ * to quote, else the new text, *out_len bytes long.
+ */
+static char *
+quote_scalar_members(const char *text, size_t len, size_t *out_len)
+{
+	StringInfoData buf;
+	size_t		copied = 0;
+	int			depth = 0;
+	int			values_depth = -1;	/* depth inside a valuePerKey object */
+	bool		values_key = false; /* the last key was "valuePerKey" */
+	bool		after_colon = false;
+
+	buf.data = NULL;
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) text[i];
+
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+			continue;
+		if (c == '"')
+		{
+			size_t		start = i + 1;
+
+			for (i++; i < len && text[i] != '"'; i++)
+				if (text[i] == '\\')
+					i++;
+			if (!after_colon)	/* a key, or an array element */
+				values_key = (i - start == 11 && memcmp(text + start, "valuePerKey", 11) == 0);
+		}
+		else if (c == ':')
+		{
+			after_colon = true;
+			continue;
+		}
+		else if (c == '{' || c == '[')
+		{
+			depth++;
+			if (c == '{' && after_colon && values_key && values_depth < 0)
+				values_depth = depth;
+		}
+		else if (c == '}' || c == ']')
+		{
+			if (depth == values_depth)
+				values_depth = -1;
+			depth--;
+		}
+		else if (after_colon && depth == values_depth && is_word_byte(c))
+		{
+			size_t		start = i;
+
+			while (i < len && is_word_byte((unsigned char) text[i]))
+				i++;
+			if (is_json_number(text + start, i - start) ||
+				(i - start == 4 && memcmp(text + start, "true", 4) == 0) ||
+				(i - start == 5 && memcmp(text + start, "false", 5) == 0))
+			{
+				if (buf.data == NULL)
+				{
+					initStringInfo(&buf);
+					enlargeStringInfo(&buf, (int) Min(len + len / 8 + 16, MaxAllocSize / 2));
+				}
+				appendBinaryStringInfo(&buf, text + copied, (int) (start - copied));
+				appendStringInfoChar(&buf, '"');
+				appendBinaryStringInfo(&buf, text + start, (int) (i - start));
+				appendStringInfoChar(&buf, '"');
+				copied = i;
+			}
+			i--;
+		}
+		after_colon = false;
+	}
+	if (buf.data == NULL)
+		return NULL;
+	appendBinaryStringInfo(&buf, text + copied, (int) (len - copied));
+	*out_len = buf.len;
+	return buf.data;
+}
+
 /*
  * Parses and validates an instance (SPEC section 3) and returns its
  * canonical form.  Any problem is an ERROR: SQLSTATE 22023 naming the path,
@@ -646,6 +769,8 @@ flyt_parse_instance(const char *text, size_t len)
 	json_t	   *json;
 	JsonShape	shape;
 	Canonical	c;
+	char	   *quoted;
+	size_t		quoted_len = 0;
 
 	if (len > (size_t) flyt_max_instance_bytes)
 		instance_too_large(len, false);
@@ -653,7 +778,14 @@ flyt_parse_instance(const char *text, size_t len)
 	if (shape.too_many)
 		instance_too_many_values();
 
-	json = load_json(text, len, "instance");
+	quoted = quote_scalar_members(text, len, &quoted_len);
+	if (quoted != NULL)
+	{
+		json = load_json(quoted, quoted_len, "instance");
+		pfree(quoted);
+	}
+	else
+		json = load_json(text, len, "instance");
 	initStringInfo(&c.path);
 	c.empty_object = json_object();
 	c.empty_array = json_array();
@@ -1075,16 +1207,37 @@ flyt_format_timestamp(TimestampTz ts, char *buf, size_t buflen)
 			 (int) (fsec / 1000));
 }
 
-/* The instance DTO: {"id", "valuePerKey", "objectCollectionPerKey", "createdAt"}. */
+/*
+ * "2026-01-05T10:00:00.000+00:00": a java.util.Date as the original's
+ * ObjectMapper writes it (Jackson's StdDateFormat in UTC).
+ */
+static void
+format_java_date(TimestampTz ts, char *buf, size_t buflen)
+{
+	size_t		len;
+
+	flyt_format_timestamp(ts, buf, buflen);
+	len = strlen(buf);
+	Assert(len > 0 && buf[len - 1] == 'Z');
+	snprintf(buf + len - 1, buflen - len + 1, "+00:00");
+}
+
+/*
+ * The instance DTO, InstanceObjectDto as the original's Jackson writes it:
+ * {"id", "valuePerKey", "objectCollectionPerKey", "createdAt"}.  Nested
+ * objects are written as stored, {"valuePerKey", "objectCollectionPerKey"}:
+ * the original also gives them the id and createdAt of their own database
+ * rows, which no reader takes (id is read-only in the DTO).
+ */
 char *
 flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at)
 {
 	json_t	   *dto = json_object();
 	json_t	   *v;
-	char		ts[40];
+	char		ts[48];
 	char	   *text;
 
-	flyt_format_timestamp(created_at, ts, sizeof(ts));
+	format_java_date(created_at, ts, sizeof(ts));
 	json_object_set_new(dto, "id", json_integer((json_int_t) id));
 	v = json_object_get(payload, "valuePerKey");
 	json_object_set(dto, "valuePerKey", v ? v : json_object());
@@ -1094,6 +1247,77 @@ flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at)
 	text = flyt_json_dump(dto);
 	json_decref(dto);
 	return text;
+}
+
+/*
+ * The flyt.instance-flow-headers header as the original writes it: Jackson's
+ * serialisation of fint-flyt-kafka's InstanceFlowHeaders, its nine fields in
+ * declaration order, null where absent, UUIDs in lower case; fields the class
+ * does not have are not written (the original never reads them either).
+ * headers were validated by flyt_parse_flow_headers when they arrived.
+ */
+char *
+flyt_flow_headers_text(json_t *headers)
+{
+	static const char *const fields[] = {
+		"sourceApplicationId", "sourceApplicationIntegrationId",
+		"sourceApplicationInstanceId", "fileIds", "correlationId",
+		"integrationId", "instanceId", "configurationId", "archiveInstanceId"
+	};
+	json_t	   *out = json_object();
+	char	   *text;
+
+	for (int i = 0; i < (int) lengthof(fields); i++)
+	{
+		json_t	   *v = json_object_get(headers, fields[i]);
+		pg_uuid_t	uuid;
+		char		buf[37];
+
+		if (v == NULL)
+			v = json_null();
+		else if (json_is_string(v) && strcmp(fields[i], "correlationId") == 0 &&
+				 parse_uuid(json_string_value(v), &uuid))
+		{
+			flyt_uuid_to_text(&uuid, buf);
+			v = json_string(buf);
+		}
+		else if (json_is_array(v) && strcmp(fields[i], "fileIds") == 0)
+		{
+			json_t	   *ids = json_array();
+			json_t	   *file_id;
+			size_t		j;
+
+			json_array_foreach(v, j, file_id)
+			{
+				if (json_is_string(file_id) && parse_uuid(json_string_value(file_id), &uuid))
+				{
+					flyt_uuid_to_text(&uuid, buf);
+					json_array_append_new(ids, json_string(buf));
+				}
+				else
+					json_array_append(ids, file_id);
+			}
+			v = ids;
+		}
+		else
+			json_incref(v);
+		json_object_set_new(out, fields[i], v);
+	}
+	text = flyt_json_dump(out);
+	json_decref(out);
+	return text;
+}
+
+/*
+ * flyt.wire_flow_headers(jsonb) → text: flyt_flow_headers_text for the
+ * set-based statements that queue messages themselves (cleanup).
+ */
+Datum
+flyt_wire_flow_headers(PG_FUNCTION_ARGS)
+{
+	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "flow headers");
+
+	PG_RETURN_TEXT_P(cstring_to_text(flyt_flow_headers_text(json)));
 }
 
 /* A fresh random (version 4) UUID. */

@@ -42,6 +42,10 @@
 /* Header names on every produced message. */
 #define FLYT_HEADER_FLOW_HEADERS "flyt.instance-flow-headers"
 #define FLYT_HEADER_EVENT_ID "flyt.event-id"
+/* Added by fint-kafka's OriginHeaderProducerInterceptor to every record. */
+#define FLYT_HEADER_ORIGIN_APPLICATION_ID "origin.application.id"
+/* Added by Spring Kafka's JsonSerializer to every record with a value. */
+#define FLYT_HEADER_TYPE_ID "__TypeId__"
 
 /* Validated InstanceFlowHeaders; the string fields point into json. */
 typedef struct FlytFlowHeaders
@@ -73,6 +77,7 @@ extern Jsonb *flyt_json_to_jsonb(json_t *json);
 extern char *flyt_json_dump(json_t *json);
 
 extern char *flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at);
+extern char *flyt_flow_headers_text(json_t *headers);
 extern void flyt_format_timestamp(TimestampTz ts, char *buf, size_t buflen);
 extern void flyt_new_correlation_id(pg_uuid_t *uuid);
 extern void flyt_uuid_to_text(const pg_uuid_t *uuid, char *buf);

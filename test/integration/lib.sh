@@ -65,7 +65,7 @@ T_REG_ERROR=$PREFIX.error.instance-registration-error
 T_RETRY_ERROR=$PREFIX.error.instance-retry-request-error
 H_FLOW=flyt.instance-flow-headers
 H_EVENT_ID=flyt.event-id
-ERROR_VALUE='{"errors":[{"errorCode":"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR","args":{}}]}'
+ERROR_VALUE='{"errors":[{"errorCode":"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR","args":null}]}'
 KAFKA_CONFIG='session.timeout.ms=6000;heartbeat.interval.ms=500'
 
 FIX_HEADERS=$(tr -d '\n' <"$FLYT_FIXTURES/instance-received.headers.json")
@@ -360,6 +360,7 @@ worker_cluster_start() {
 		-c "flyt_instance.org_id = '$ORG'"
 		-c "flyt_instance.kafka_bootstrap_servers = '$BOOTSTRAP'"
 		-c "flyt_instance.kafka_config = '$KAFKA_CONFIG'"
+		-c "flyt_instance.topic_replication_factor = 1"
 		-c "flyt_instance.cleanup_initial_delay = '1h'"
 	)
 	cluster_create -l '' "${conf[@]}" "$@" || bail "cluster_create"

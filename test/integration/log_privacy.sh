@@ -84,7 +84,7 @@ sql_case() {
 # --- SQL: rejected by the validation (wire.c) ------------------------------------
 
 sql_case "value not a string" 'valuePerKey.navn must be a string' \
-	"SELECT flyt_register_instance(:'h', '{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": 5}}');"
+	"SELECT flyt_register_instance(:'h', '{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": [5]}}');"
 sql_case "instance not an object" 'instance must be a JSON object' \
 	"SELECT flyt_register_instance(:'h', '[\"$MARKER\"]');"
 sql_case "instance in a collection not an object" 'objectCollectionPerKey.parter\[0\] must be a JSON object' \
@@ -123,7 +123,7 @@ sql_case "dispatched in a read-only transaction" 'read-only transaction' \
 # A PL/pgSQL caller's CONTEXT quotes the call: SQL statement "SELECT ...".
 sql_case "PL/pgSQL caller, error in the validation" 'valuePerKey.navn must be a string' \
 	"SELECT set_config('my.h', :'h', false) IS NULL;
-	 DO \$\$ BEGIN PERFORM flyt_register_instance(current_setting('my.h')::jsonb, '{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": 5}}'); END \$\$;"
+	 DO \$\$ BEGIN PERFORM flyt_register_instance(current_setting('my.h')::jsonb, '{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": [5]}}'); END \$\$;"
 sql_case "PL/pgSQL caller, error in the store" 'read-only transaction' \
 	"SELECT set_config('my.h', :'h', false) IS NULL;
 	 BEGIN READ ONLY;
@@ -157,7 +157,7 @@ if [ -x "$pgbench" ]; then
 	printf '%s\n' 'SELECT flyt_register_instance(:h, :inst);' >"$WORK/extended.sql"
 	from=$(log_size)
 	out=$(timeout 30 "$pgbench" -n -t 1 -M extended -f "$WORK/extended.sql" \
-		-D "h=$FIX_HEADERS" -D "inst={\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": 5}}" postgres 2>&1) || true
+		-D "h=$FIX_HEADERS" -D "inst={\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": [5]}}" postgres 2>&1) || true
 	if grep -q 'valuePerKey.navn must be a string' <<<"$out"; then
 		no_marker_since "extended protocol with parameters" "$from" 'valuePerKey.navn must be a string'
 	else
@@ -194,7 +194,7 @@ bad "$OK_VALUE" -H "$H_FLOW=$(headers_with '.x = {"y": [($m + "\u0000")]}')"
 bad "{\"valuePerKey\": {\"fnr\": \"ok\"}} $MARKER" -H "$H"
 bad "{\"valuePerKey\": {\"fnr\": $MARKER}}" -H "$H"
 bad "{\"valuePerKey\": {\"fnr\": \"\\uD800$MARKER\"}}" -H "$H"
-bad "{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": 5}}" -H "$H"
+bad "{\"valuePerKey\": {\"fnr\": \"$MARKER\", \"navn\": [5]}}" -H "$H"
 bad "$OK_VALUE" -H "$H_FLOW=$(headers_with '.correlationId = $m')"
 bad "$OK_VALUE" -H "$H_FLOW=$(headers_with '.x = ([range(40)] | reduce .[] as $i ([$m]; [.]))')"
 # (one argument of kcat may be 128 kB at most)

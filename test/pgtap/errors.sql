@@ -14,8 +14,8 @@ AS $$ SELECT flyt_register_instance(headers::jsonb, instance::jsonb) $$;
 
 -- flyt_register_instance: instances
 SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '[]')$$, '22023', 'instance must be a JSON object', 'array instance');
-SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '{"valuePerKey": {"navn": 5}}')$$, '22023', 'valuePerKey.navn must be a string', 'number in valuePerKey');
-SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '{"objectCollectionPerKey":{"parter":[{"valuePerKey":{}},{"valuePerKey":{"navn":5}}]}}')$$,
+SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '{"valuePerKey": {"navn": {"x": "y"}}}')$$, '22023', 'valuePerKey.navn must be a string', 'object in valuePerKey');
+SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '{"objectCollectionPerKey":{"parter":[{"valuePerKey":{}},{"valuePerKey":{"navn":[5]}}]}}')$$,
 	'22023', 'objectCollectionPerKey.parter[1].valuePerKey.navn must be a string', 'the path of SPEC section 3');
 SELECT throws_ok($$SELECT pg_temp.reg((SELECT headers::text FROM h), '{"objectCollectionPerKey": {"a": 1}}')$$, '22023', 'objectCollectionPerKey.a must be an array of instances', 'collection not an array');
 SELECT throws_like($$SELECT pg_temp.reg((SELECT headers::text FROM h),

@@ -11,15 +11,22 @@ SELECT flyt_instance_dispatched(:'dispatched_headers') AS deleted;
 SELECT count(*) AS still_stored FROM flyt.instance WHERE id = :id;
 -- DISPATCHED and DELETED are recorded; the history outlives the instance.
 SELECT version, event_type, correlation_id FROM flyt_instance_history(:id);
--- instance-deleted: the stored headers, no value.
+-- instance-deleted: the dispatched record's headers, no value.
 SELECT event_name, topic, key = :'id' AS keyed_by_id,
-       (headers ->> 'flyt.instance-flow-headers')::jsonb = :'dispatched_headers'::jsonb AS stored_headers,
+       jsonb_strip_nulls((headers ->> 'flyt.instance-flow-headers')::jsonb) = jsonb_strip_nulls(:'dispatched_headers'::jsonb) AS dispatched_headers,
        value IS NULL AS null_value
 FROM flyt.outbox WHERE event_name = 'instance-deleted';
 
--- Already gone: false, and nothing queued.
+-- Already gone: false, and instance-deleted is queued all the same with the
+-- dispatched record's headers, as the original does (its deleteById is a
+-- no-op then); nothing is recorded in the history.
 SELECT flyt_instance_dispatched(:'dispatched_headers') AS deleted_again;
 SELECT count(*) AS deleted_messages FROM flyt.outbox WHERE event_name = 'instance-deleted';
+SELECT count(*) AS history_rows FROM flyt_instance_history(:id);
+-- An instance this database never had: the same.
+SELECT flyt_instance_dispatched(:'headers'::jsonb || '{"instanceId": 987654321}') AS deleted_unknown;
+SELECT key, (headers ->> 'flyt.instance-flow-headers')::jsonb ->> 'instanceId' AS header_instance_id
+FROM flyt.outbox WHERE event_name = 'instance-deleted' ORDER BY id DESC LIMIT 1;
 SELECT flyt_instance(:id);
 
 -- Bad input.

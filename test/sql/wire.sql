@@ -27,9 +27,10 @@ SELECT (headers ->> 'flyt.instance-flow-headers')::jsonb ->> 'correlationId' = :
 FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry';
 
 -- Values: compact JSON with the DTO's field order, UTF-8 as is (not \u escapes),
--- the payload as received, createdAt in ISO-8601 UTC with milliseconds.
+-- the payload as received, createdAt as Jackson writes a java.util.Date
+-- (ISO-8601 UTC with milliseconds and +00:00).
 SELECT event_name,
-       value ~ '^\{"id":\d+,"valuePerKey":\{.*\},"objectCollectionPerKey":\{.*\},"createdAt":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"\}$' AS dto_shape,
+       value ~ '^\{"id":\d+,"valuePerKey":\{.*\},"objectCollectionPerKey":\{.*\},"createdAt":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"\}$' AS dto_shape,
        position('Søknad om skoleskyss' in value) > 0 AS raw_utf8,
        position(': ' in value) = 0 AS compact,
        (value::jsonb - 'id' - 'createdAt') = :'instance'::jsonb AS payload_as_received
@@ -97,5 +98,5 @@ SELECT flyt_register_instance(:'headers',
 	('{"objectCollectionPerKey":{"a":[' || repeat('{},', 99997) || '{}]}}')::jsonb);
 
 -- Paths in messages are cut after 200 bytes, control characters shown as ?.
-SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(repeat('k', 300), 1)));
-SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(E'line\nbreak', 1)));
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(repeat('k', 300), '[]'::jsonb)));
+SELECT flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object(E'line\nbreak', '[]'::jsonb)));
