@@ -7,9 +7,9 @@
  * PostgREST runs every request as its anonymous role flyt_web (FINT's tokens
  * carry no role claim) with the verified JWT payload in
  * request.jwt.claims.  flyt_api.authorize() decides, as the original
- * resource server did: internal clients by their subject, users by their
- * organisation and role.  PostgREST calls it before each request
- * (db-pre-request) and every API function calls it again first.
+ * resource server did: users only, by their organisation and roles.
+ * PostgREST calls it before each request (db-pre-request) and every API
+ * function calls it again first.
  *
  * Errors use PostgREST's custom SQLSTATEs PTnnn, which become HTTP status
  * nnn; messages say what was missing, never the token.
@@ -18,10 +18,13 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "pg_jansson.h"
 
 #include "catalog/pg_type_d.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -41,100 +44,154 @@ PG_FUNCTION_INFO_V1(flyt_api_retry_batch);
 #define ERRCODE_HTTP_404 MAKE_SQLSTATE('P','T','4','0','4')
 #define ERRCODE_HTTP_500 MAKE_SQLSTATE('P','T','5','0','0')
 
-/* Roles of the role catalog, weakest first; each implies those before it. */
-static const char *const role_ladder[] = {"USER", "ADMIN", "DEVELOPER"};
-
-#define REQUIRED_ROLE 0			/* USER */
-
-static int
-role_rank(const char *role)
-{
-	for (int i = 0; i < (int) lengthof(role_ladder); i++)
-		if (pg_strcasecmp(role, role_ladder[i]) == 0)
-			return i;
-	return -1;
-}
-
 /*
- * The role named by a role-catalog URL: its last path segment, upper-cased
- * ("https://role-catalog.vigoiks.no/vigo/flyt/user" is USER).
+ * The role catalog (INTEROP.md 6.2).  A token's roles claim holds role URLs;
+ * only these exact URLs count, anything else is dropped.  The names are
+ * what flyt_instance.authorized_org_id_role_pairs lists.  Each role implies
+ * the one named after it: DEVELOPER implies ADMIN, ADMIN implies USER.
  */
-static const char *
-role_of_url(const char *url)
-{
-	const char *end = url + strlen(url);
-	const char *start;
+#define FLYT_ROLE_USER		0x01
+#define FLYT_ROLE_ADMIN		0x02
+#define FLYT_ROLE_DEVELOPER	0x04
 
-	while (end > url && end[-1] == '/')
-		end--;
-	start = end;
-	while (start > url && start[-1] != '/')
-		start--;
-	return pnstrdup(start, end - start);
+typedef struct FlytCatalogRole
+{
+	int			bit;
+	const char *name;
+	const char *url;
+	int			implies;
+} FlytCatalogRole;
+
+static const FlytCatalogRole role_catalog[] = {
+	{FLYT_ROLE_DEVELOPER, "DEVELOPER", "https://role-catalog.vigoiks.no/vigo/flyt/developer", FLYT_ROLE_ADMIN},
+	{FLYT_ROLE_ADMIN, "ADMIN", "https://role-catalog.vigoiks.no/vigo/flyt/admin", FLYT_ROLE_USER},
+	{FLYT_ROLE_USER, "USER", "https://role-catalog.vigoiks.no/vigo/flyt/user", 0},
+};
+
+/* The API's endpoints need ROLE_USER, as the original's /api/intern paths. */
+#define FLYT_REQUIRED_ROLE FLYT_ROLE_USER
+
+/* Longest claim value quoted in an error message. */
+#define MAX_QUOTED_CLAIM 200
+
+/* The role whose URL (for_url) or name is text, or 0. */
+static int
+catalog_role(const char *text, bool for_url)
+{
+	for (int i = 0; i < (int) lengthof(role_catalog); i++)
+		if (strcmp(text, for_url ? role_catalog[i].url : role_catalog[i].name) == 0)
+			return role_catalog[i].bit;
+	return 0;
 }
 
-/* Is sub one of flyt_instance.internal_clients? */
-static bool
-is_internal_client(const char *sub)
+/* The roles and every role they imply, transitively. */
+static int
+with_implied_roles(int roles)
 {
-	const char *p = flyt_internal_clients;
-	size_t		len = strlen(sub);
+	int			before;
 
-	while (p != NULL && *p)
+	do
 	{
-		const char *start;
-		const char *end;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		start = p;
-		while (*p && *p != ',')
-			p++;
-		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if ((size_t) (end - start) == len && strncmp(start, sub, len) == 0)
-			return true;
-	}
-	return false;
+		before = roles;
+		for (int i = 0; i < (int) lengthof(role_catalog); i++)
+			if (roles & role_catalog[i].bit)
+				roles |= role_catalog[i].implies;
+	} while (roles != before);
+	return roles;
 }
 
-static void
-forbidden(const char *message, const char *detail)
+/* "DEVELOPER, USER", strongest first, or "no role". */
+static char *
+role_names(int roles)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_HTTP_403),
-			 errmsg("%s", message),
-			 detail ? errdetail("%s", detail) : 0,
-			 errhint("Internal clients are listed in flyt_instance.internal_clients; user organisations and roles in flyt_instance.authorized_org_id_role_pairs.")));
+	StringInfoData names;
+
+	initStringInfo(&names);
+	for (int i = 0; i < (int) lengthof(role_catalog); i++)
+		if (roles & role_catalog[i].bit)
+			appendStringInfo(&names, "%s%s", names.len ? ", " : "", role_catalog[i].name);
+	return names.len ? names.data : "no role";
 }
 
 /*
- * Allows the request or raises PT401 (no token) or PT403 (a token that is
- * not allowed).
+ * A claim is missing when it is absent, not a string, or blank (only white
+ * space), as the original's isNullOrBlank.
+ */
+static bool
+claim_is_blank(json_t *claim)
+{
+	const char *p;
+
+	if (!json_is_string(claim))
+		return true;
+	for (p = json_string_value(claim); *p; p++)
+		if (!isspace((unsigned char) *p))
+			return false;
+	return true;
+}
+
+/*
+ * A claim value as it goes into an error message: control characters become
+ * '?' and it is cut after MAX_QUOTED_CLAIM bytes, so that a crafted value
+ * can neither flood nor forge lines of the server log.
+ */
+static char *
+quoted_claim(const char *value)
+{
+	size_t		len = strlen(value);
+	char	   *quoted;
+
+	if (len > MAX_QUOTED_CLAIM)
+		len = pg_mbcliplen(value, len, MAX_QUOTED_CLAIM);
+	quoted = pnstrdup(value, len);
+	for (char *p = quoted; *p; p++)
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return len < strlen(value) ? psprintf("%s...", quoted) : quoted;
+}
+
+/*
+ * Allows the request or raises PT401 or PT403, as the original's resource
+ * server (flyt-web-resource-server 3.1.0, INTEROP.md 6.2-6.5) does:
+ *
+ * - no token: 401;
+ * - a token without organizationid or objectidentifier (absent or blank):
+ *   401, the original's BadCredentialsException "Missing required claims";
+ * - the token's roles (exact role-catalog URLs; others dropped; no roles
+ *   claim means none) are filtered by the roles that
+ *   authorized_org_id_role_pairs lists for its organisation, THEN expanded
+ *   by the hierarchy; the API needs USER, or it is 403.
+ *
+ * objectidentifier need not be a UUID: HEAD checks only that it is not
+ * blank, and the retry endpoints do not use it.  The JWT subject plays no
+ * part (the original's internal-client API is denyAll).
  */
 static void
 authorize(void)
 {
 	const char *claims_text = GetConfigOption("request.jwt.claims", true, false);
 	json_t	   *claims = NULL;
-	json_t	   *sub;
-	json_t	   *org;
 	json_t	   *roles;
 	json_t	   *pairs;
-	json_t	   *allowed;
+	json_t	   *listed;
 	json_t	   *role;
 	const char *key;
+	const char *org;
 	json_t	   *value;
 	bool		has_claims = false;
+	bool		no_org;
+	bool		no_oid;
 	size_t		i;
-	int			best = -1;
-	StringInfoData held;
+	int			held = 0;
+	int			unknown = 0;
+	int			allowed = 0;
+	int			granted;
 
 	if (claims_text != NULL && claims_text[0] != '\0')
 		claims = json_loads(claims_text, 0, NULL);
 	if (json_is_object(claims))
 	{
+		/* PostgREST adds "role" itself, with or without a token */
 		json_object_foreach(claims, key, value)
 		{
 			if (strcmp(key, "role") != 0)
@@ -146,60 +203,62 @@ authorize(void)
 				(errcode(ERRCODE_HTTP_401),
 				 errmsg("authentication required"),
 				 errdetail("The request carries no bearer token."),
-				 errhint("Send an access token from FINT's identity provider in the Authorization header.")));
+				 errhint("Send a user's access token from FINT's identity provider in the Authorization header.")));
 
-	/* internal clients, by their client id */
-	sub = json_object_get(claims, "sub");
-	if (json_is_string(sub) && is_internal_client(json_string_value(sub)))
-		return;
+	no_org = claim_is_blank(json_object_get(claims, "organizationid"));
+	no_oid = claim_is_blank(json_object_get(claims, "objectidentifier"));
+	if (no_org || no_oid)
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_401),
+				 errmsg("missing required claims"),
+				 (no_org && no_oid) ?
+				 errdetail("The token's organizationid and objectidentifier claims are missing or blank.") :
+				 errdetail("The token's %s claim is missing or blank.", no_org ? "organizationid" : "objectidentifier"),
+				 errhint("Only a user's access token from FINT's identity provider is accepted: it carries organizationid, objectidentifier and roles.")));
+	org = json_string_value(json_object_get(claims, "organizationid"));
 
-	/* users, by organisation and role */
-	org = json_object_get(claims, "organizationid");
-	if (!json_is_string(org) || json_string_length(org) == 0)
-		forbidden("the token is neither an internal client's nor a user's with an organisation",
-				  json_is_string(sub) ? "Its subject is not in flyt_instance.internal_clients and it has no organizationid claim." :
-				  "It has no subject and no organizationid claim.");
-
+	/* the roles the organisation may use; none when it is not listed */
 	pairs = json_loads(flyt_authorized_org_id_role_pairs, 0, NULL);
-	allowed = json_object_get(pairs, json_string_value(org));
-	if (!json_is_array(allowed))
-		forbidden(psprintf("organisation %s is not authorised", json_string_value(org)),
-				  "It is not a key of flyt_instance.authorized_org_id_role_pairs.");
+	listed = json_object_get(pairs, org);
+	if (!json_is_array(listed))
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_403),
+				 errmsg("organisation %s is not authorised", quoted_claim(org)),
+				 errdetail("flyt_instance.authorized_org_id_role_pairs does not list the token's organizationid."),
+				 errhint("Organisations and the roles they authorise are set in flyt_instance.authorized_org_id_role_pairs.")));
+	json_array_foreach(listed, i, role)
+	{
+		if (json_is_string(role))
+			allowed |= catalog_role(json_string_value(role), false);
+	}
 
-	/*
-	 * The user's strongest role counts, as it implies the weaker ones; the
-	 * organisation lists the roles that may call, so the user needs one of
-	 * them or a stronger one.
-	 */
+	/* the token's roles: exact role-catalog URLs, anything else dropped */
 	roles = json_object_get(claims, "roles");
-	initStringInfo(&held);
 	json_array_foreach(roles, i, role)
 	{
-		int			rank;
+		int			bit = json_is_string(role) ? catalog_role(json_string_value(role), true) : 0;
 
-		if (!json_is_string(role))
-			continue;
-		rank = role_rank(role_of_url(json_string_value(role)));
-		if (rank < 0)
-			continue;
-		appendStringInfo(&held, "%s%s", held.len ? ", " : "", role_ladder[rank]);
-		best = Max(best, rank);
+		if (bit == 0)
+			unknown++;
+		held |= bit;
 	}
-	json_array_foreach(allowed, i, role)
-	{
-		int			rank = json_is_string(role) ? role_rank(json_string_value(role)) : -1;
 
-		if (rank >= REQUIRED_ROLE && best >= rank)
-		{
-			json_decref(pairs);
-			json_decref(claims);
-			return;
-		}
-	}
-	forbidden(psprintf("none of the token's roles is authorised for organisation %s", json_string_value(org)),
-			  psprintf("The token holds %s; the organisation allows %s (or a stronger role), and the API needs %s.",
-					   held.len ? held.data : "no role-catalog role",
-					   json_dumps(allowed, JSON_COMPACT), role_ladder[REQUIRED_ROLE]));
+	/* filter by the organisation first, then expand the hierarchy */
+	granted = with_implied_roles(held & allowed);
+	if ((granted & FLYT_REQUIRED_ROLE) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_403),
+				 errmsg("the token has no role that organisation %s authorises", quoted_claim(org)),
+				 errdetail("The token holds %s%s; flyt_instance.authorized_org_id_role_pairs lists %s for the organisation, which leaves the token with %s; the API needs %s, which a kept ADMIN or DEVELOPER implies.",
+						   roles == NULL ? "no roles claim" : role_names(held),
+						   unknown == 0 ? "" :
+						   psprintf(" (and %d %s that %s not a Flyt role-catalog URL)", unknown,
+									unknown == 1 ? "value" : "values", unknown == 1 ? "is" : "are"),
+						   role_names(allowed), role_names(held & allowed),
+						   role_names(FLYT_REQUIRED_ROLE)),
+				 errhint("Flyt's roles are https://role-catalog.vigoiks.no/vigo/flyt/user, .../admin and .../developer; organisations and the roles they authorise are set in flyt_instance.authorized_org_id_role_pairs.")));
+	json_decref(pairs);
+	json_decref(claims);
 }
 
 /* flyt_api.authorize() → void: PostgREST's db-pre-request. */
