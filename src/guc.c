@@ -40,7 +40,6 @@ int			flyt_redelivery_max_no = 10;
 int			flyt_redelivery_millis = 1000;
 int			flyt_max_in_flight = 1000;
 int			flyt_consumer_assignment_grace_s = 60;
-char	   *flyt_internal_clients = NULL;
 char	   *flyt_authorized_org_id_role_pairs = NULL;
 int			flyt_max_instance_bytes = 16 * 1024 * 1024;
 int			flyt_topic_replication_factor = 2;
@@ -383,49 +382,6 @@ check_kafka_config(char **newval, void **extra, GucSource source)
 	return ok;
 }
 
-/* Check hook of internal_clients: a comma-separated list of client ids. */
-static bool
-check_internal_clients(char **newval, void **extra, GucSource source)
-{
-	const char *p = *newval;
-
-	if (p == NULL)
-		return true;
-	while (*p)
-	{
-		const char *start;
-		const char *end;
-
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			break;
-		start = p;
-		while (*p && *p != ',')
-			p++;
-		end = p;
-		while (end > start && isspace((unsigned char) end[-1]))
-			end--;
-		if (end == start)
-		{
-			GUC_check_errdetail("The list has an empty client id.");
-			GUC_check_errhint("Write client ids separated by commas, such as flyt-web,flyt-admin.");
-			return false;
-		}
-		if (*p == ',')
-		{
-			p++;
-			if (*p == '\0' || p[strspn(p, " \t")] == '\0')
-			{
-				GUC_check_errdetail("The list ends with a comma.");
-				GUC_check_errhint("Write client ids separated by commas, such as flyt-web,flyt-admin.");
-				return false;
-			}
-		}
-	}
-	return true;
-}
-
 /*
  * Check hook of authorized_org_id_role_pairs: a JSON object mapping each
  * organisation id to an array of role names.
@@ -658,15 +614,6 @@ flyt_define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
-
-	DefineCustomStringVariable("flyt_instance.internal_clients",
-							   "Comma-separated JWT subjects (client ids) allowed to call the HTTP API.",
-							   NULL,
-							   &flyt_internal_clients,
-							   "",
-							   PGC_SIGHUP,
-							   0,
-							   check_internal_clients, NULL, NULL);
 
 	DefineCustomStringVariable("flyt_instance.authorized_org_id_role_pairs",
 							   "JSON object of organisation id to the roles allowed to call the HTTP API, such as {\"vigo.no\": [\"DEVELOPER\", \"USER\"]}.",

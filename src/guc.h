@@ -24,7 +24,6 @@ extern int	flyt_redelivery_max_no;
 extern int	flyt_redelivery_millis;
 extern int	flyt_max_in_flight;
 extern int	flyt_consumer_assignment_grace_s;
-extern char *flyt_internal_clients;
 extern char *flyt_authorized_org_id_role_pairs;
 extern int	flyt_max_instance_bytes;
 extern int	flyt_topic_replication_factor;

@@ -140,7 +140,6 @@ cluster_create -l '' \
 	-c "shared_preload_libraries = 'flyt_instance'" \
 	-c "flyt_instance.org_id = 'fintlabs.no'" \
 	-c "flyt_instance.kafka_config = 'message.max.bytes=33554432'" \
-	-c "flyt_instance.internal_clients = 'flyt-internal-client, flyt-other-client'" \
 	-c "flyt_instance.authorized_org_id_role_pairs = '{\"vigo.no\": [\"USER\"], \"fintlabs.no\": [\"ADMIN\"], \"ofk.no\": []}'" \
 	-c "max_prepared_transactions = 0"
 cluster_start

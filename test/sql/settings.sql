@@ -59,15 +59,20 @@ ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"vigo.no": ["DEV
 ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '["vigo.no"]';
 ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"vigo.no": "USER"}';
 ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"vigo.no": ["USERS"]}';
+-- enum names as the original's Jackson reads them: exact, not URLs
+ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"vigo.no": ["user"]}';
+ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"vigo.no": ["https://role-catalog.vigoiks.no/vigo/flyt/user"]}';
+-- what the overlays render for namespace afk-no
+ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"afk.no":["USER"],"viken.no":["USER"],"frid-iks.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}';
 ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '{"": ["USER"]}';
 ALTER SYSTEM SET flyt_instance.authorized_org_id_role_pairs = '';
 ALTER SYSTEM RESET flyt_instance.authorized_org_id_role_pairs;
 
--- Lists, names and Kafka properties.
-ALTER SYSTEM SET flyt_instance.internal_clients = 'flyt-web, flyt-admin';
-ALTER SYSTEM SET flyt_instance.internal_clients = 'flyt-web,,flyt-admin';
-ALTER SYSTEM SET flyt_instance.internal_clients = 'flyt-web,';
-ALTER SYSTEM RESET flyt_instance.internal_clients;
+-- internal_clients is gone since 0.4: JWT subjects open nothing (the
+-- original's internal-client API is denyAll).
+ALTER SYSTEM SET flyt_instance.internal_clients = 'flyt-web';
+
+-- Names and Kafka properties.
 ALTER SYSTEM SET flyt_instance.org_id = 'vigo.no';
 ALTER SYSTEM SET flyt_instance.org_id = 'vigo no';
 ALTER SYSTEM RESET flyt_instance.org_id;
@@ -89,7 +94,7 @@ ALTER SYSTEM SET flyt_instance.database = '';
 
 -- Server-wide settings cannot be changed in a session.
 SET flyt_instance.org_id = 'other.no';
-SET flyt_instance.internal_clients = 'me';
+SET flyt_instance.authorized_org_id_role_pairs = '{}';
 
 -- The Kafka properties may hold secrets: hidden from roles that are not superusers.
 CREATE ROLE flyt_settings_reader;
