@@ -7,11 +7,17 @@
 #      committed overlays exactly; a second run changes nothing; one more
 #      table line makes one more overlay; removing it removes the overlay;
 #      invalid lines are rejected without writing anything.
-#   2. `kubectl kustomize` on base/ and every overlay: succeeds; every object
-#      is in the overlay's namespace; org id, internal clients, role pairs,
-#      topic ACL prefix, base path, host and PostgREST settings are where
-#      they belong; every ConfigMap/Secret/Service a workload references by
-#      name exists (or is one of the Secrets the deployer creates).
+#   2. The overlays are the original's (INTEROP §6.6, §6.7, written out
+#      below independently of render-overlay.sh): exactly the (namespace,
+#      environment) pairs FINT deploys; `kubectl kustomize` on base/ and
+#      every overlay succeeds; every object is in the overlay's namespace;
+#      org id (namespace with dots), role pairs (the original's JSON for
+#      that namespace), topic ACL <namespace>.flyt.*, base path
+#      /<namespace> or /beta/<namespace>, the Traefik IngressRoute (entry
+#      point web, Host && PathPrefix, middleware fint-flyt-auth-forward-sso)
+#      and PostgREST settings are where they belong; every
+#      ConfigMap/Secret/Service a workload references by name exists (or is
+#      one of the Secrets the deployer creates); internal_clients is gone.
 #   3. yamllint (.yamllint) on every YAML file under kustomize/ and on every
 #      rendered output.
 #   4. nginx -t on the proxy template rendered as the nginx image would.
@@ -126,15 +132,16 @@ else
 fi
 
 # One more county: one line.
-new=$'nfk.no\tbeta\tnfk-no\tflyt.vigoiks.no\t/beta/nfk-no\tnfk-no.flyt.*\tclient-a,client-b\t{"nfk.no":["USER"],"o\'brien.no":["ADMIN"]}'
+new=$'nyfk-no\tbeta\tviken.no'
+new_pairs='{"nyfk.no":["USER"],"viken.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}'
 cp -a "$work/k" "$work/k2"
 printf '%s\n' "$new" >>"$work/k2/overlays.tsv"
 check "one more table line renders one more overlay" \
 	script/render-overlay.sh -q -C "$work/k2"
-check "... in overlays/nfk-no/beta/" test -f "$work/k2/overlays/nfk-no/beta/kustomization.yaml"
+check "... in overlays/nyfk-no/beta/" test -f "$work/k2/overlays/nyfk-no/beta/kustomization.yaml"
 cp kustomize/overlays.tsv "$work/k2/overlays.tsv"
 script/render-overlay.sh -q -C "$work/k2" >/dev/null 2>&1
-check "removing the line removes that overlay" test ! -e "$work/k2/overlays/nfk-no"
+check "removing the line removes that overlay" test ! -e "$work/k2/overlays/nyfk-no"
 check "... and leaves the others as committed" diff -r kustomize/overlays "$work/k2/overlays"
 
 bad_line() {
@@ -151,19 +158,59 @@ bad_line() {
 		ok "render-overlay.sh rejects $why: $(head -1 "$work/bad.out")"
 	fi
 }
-bad_line $'x.no\tbeta\tx-no\tflyt.vigoiks.no\t/beta/x-no\tx-no.flyt.*\t-' "a line with 7 fields"
-bad_line $'x.no\tbeta\tx-no\tflyt.vigoiks.no\t/beta/x.no\tx-no.flyt.*\t-\t{}' "a base path outside [a-z0-9-]"
-bad_line $'x.no\tbeta\tx-no\tflyt.vigoiks.no\t/beta/x-no\ty-no.flyt.*\t-\t{}' "a topic ACL prefix of another org"
-bad_line $'vigo.no\tbeta\tvigo-no\tflyt.vigoiks.no\t/beta/vigo-no\tvigo-no.flyt.*\t-\t{}' "a second line for the same org and env"
+bad_line $'x-no\tbeta' "a line with 2 fields"
+bad_line $'x-no\tbeta\t-\t-' "a line with 4 fields"
+bad_line $'x_no\tbeta\t-' "a namespace outside [a-z0-9-]"
+bad_line $'xno\tbeta\t-' "a namespace without a dash (no org id with a dot)"
+bad_line $'x--no\tbeta\t-' "a namespace with a double dash"
+bad_line $'x-no\tprod\t-' "an environment other than api and beta"
+bad_line $'x-no\tbeta,beta\t-' "an environment twice"
+bad_line $'x-no\tbeta\to\'brien.no' "an org id with a quote"
+bad_line $'x-no\tbeta\tvigo.no' "an org that has its roles already"
+bad_line $'afk-no\tbeta\t-' "a second line for the same namespace"
 
 # --- 2. kubectl kustomize ---------------------------------------------------------
-# The table's lines (and the extra county) with what to expect of each.
+# The facts, written out here and not derived from kustomize/overlays.tsv:
+# INTEROP §6.6, the namespaces and environments the original is deployed to
+# (the original's kustomize/overlays/<ns>/<env>/ and CD matrix) and the
+# org/role pairs its render-overlay.sh gives each.
+facts=$(
+	cat <<'EOF'
+afk-no              api,beta {"afk.no":["USER"],"viken.no":["USER"],"frid-iks.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+agderfk-no          api,beta {"agderfk.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+bfk-no              api,beta {"bfk.no":["USER"],"viken.no":["USER"],"frid-iks.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+bym-oslo-kommune-no api      {"bym.oslo.kommune.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+ffk-no              api,beta {"ffk.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+fintlabs-no         beta     {"fintlabs.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+innlandetfylke-no   api,beta {"innlandetfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+mrfylke-no          api      {"mrfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+nfk-no              api      {"nfk.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+ofk-no              api,beta {"ofk.no":["USER"],"viken.no":["USER"],"frid-iks.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+rogfk-no            api,beta {"rogfk.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+telemarkfylke-no    api,beta {"telemarkfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+tromsfylke-no       api,beta {"tromsfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+trondelagfylke-no   api,beta {"trondelagfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+vestfoldfylke-no    api,beta {"vestfoldfylke.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+vlfk-no             api,beta {"vlfk.no":["USER"],"vigo.no":["DEVELOPER","USER"],"novari.no":["DEVELOPER","USER"]}
+EOF
+)
+# "namespace env pairs" for every expected overlay.
 overlays=()
-while IFS= read -r line; do
-	case $line in '' | '#'*) continue ;; esac
-	overlays+=("$line")
-done <kustomize/overlays.tsv
-check "kustomize/overlays.tsv has at least 4 orgs x 2 envs" test "${#overlays[@]}" -ge 8
+while read -r ns envs pairs; do
+	IFS=, read -r -a el <<<"$envs"
+	for env in "${el[@]}"; do overlays+=("$ns $env $pairs"); done
+done <<<"$facts"
+check "INTEROP §6.6: 16 namespaces, 15 api and 13 beta overlays" \
+	test "$(wc -l <<<"$facts"):${#overlays[@]}:$(printf '%s\n' "${overlays[@]}" | grep -c ' api ')" = 16:28:15
+want=$(printf '%s\n' "${overlays[@]}" | cut -d' ' -f1,2 | tr ' ' / | sort)
+have=$(cd kustomize/overlays && find . -name kustomization.yaml | sed 's,^\./,,; s,/kustomization.yaml$,,' | sort)
+check "the committed overlays are exactly INTEROP §6.6's namespaces and environments" \
+	diff <(printf '%s\n' "$want") <(printf '%s\n' "$have")
+if out=$(grep -rn -i 'internal.clients' kustomize script/render-overlay.sh); then
+	not_ok "nothing under kustomize/ nor render-overlay.sh mentions internal_clients" "$out"
+else
+	ok "nothing under kustomize/ nor render-overlay.sh mentions internal_clients"
+fi
 
 mkdir -p "$work/out"
 if "$KUBECTL" kustomize kustomize/base >"$work/out/base.yaml" 2>"$work/out/base.err"; then
@@ -173,7 +220,7 @@ import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = sorted((d["kind"], d["metadata"]["name"].rsplit("-", 1)[0] if d["kind"] == "ConfigMap" and d["metadata"]["name"] != "flyt-instance-kafka-acl" else d["metadata"]["name"]) for d in docs)
 want = [("ConfigMap", n) for n in ["flyt-instance-initdb", "flyt-instance-postgres-files", "flyt-instance-postgrest-config", "flyt-instance-proxy", "flyt-instance-proxy-env", "flyt-instance-settings", "flyt-instance-kafka-acl"]]
-want += [("Deployment", "flyt-instance-postgrest"), ("Deployment", "flyt-instance-proxy"), ("Ingress", "flyt-instance"),
+want += [("Deployment", "flyt-instance-postgrest"), ("Deployment", "flyt-instance-proxy"), ("IngressRoute", "flyt-instance"),
          ("Service", "flyt-instance-postgres"), ("Service", "flyt-instance-postgrest"), ("Service", "flyt-instance-proxy"),
          ("StatefulSet", "flyt-instance-postgres")]
 assert kinds == sorted(want), kinds
@@ -182,21 +229,24 @@ else
 	not_ok "kubectl kustomize kustomize/base" "$(cat "$work/out/base.err")"
 fi
 
-# Renders one overlay directory and checks it against a table line.
+# Renders one overlay directory and checks it against the facts:
+# check_overlay DIR NAMESPACE ENV PAIRS-JSON.
 check_overlay() {
-	local dir=$1 line=$2 name=$3
+	local dir=$1 ns=$2 env=$3 pairs=$4 name=$2-$3
 	if ! "$KUBECTL" kustomize "$dir" >"$work/out/$name.yaml" 2>"$work/out/$name.err"; then
 		not_ok "kubectl kustomize $dir" "$(cat "$work/out/$name.err")"
 		return
 	fi
 	ok "kubectl kustomize $dir"
-	check "$name: namespace, org id, base path, host, ACL prefix, clients, role pairs, references" \
-		"$PY" - "$work/out/$name.yaml" "$line" <<'PY'
+	check "$name: namespace, org id, base path, IngressRoute, ACL prefix, role pairs, references" \
+		"$PY" - "$work/out/$name.yaml" "$ns" "$env" "$pairs" <<'PY'
 import json, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-org, env, ns, host, base, acl, clients, pairs = sys.argv[2].split("\t")
-base = "" if base == "-" else base
-clients = "" if clients == "-" else clients
+ns, env, pairs = sys.argv[2:5]
+org = ns.replace("-", ".")
+base = {"api": "/", "beta": "/beta/"}[env] + ns
+acl = ns + ".flyt.*"
+host = "flyt.vigoiks.no"
 errors = []
 def expect(what, got, want):
     if got != want:
@@ -212,19 +262,28 @@ for d in docs:
     by[(d["kind"], key)] = d
 s = by[("ConfigMap", "flyt-instance-settings")]["data"]
 expect("flyt_instance.org_id", s.get("flyt_instance.org_id"), org)
-expect("flyt_instance.internal_clients", s.get("flyt_instance.internal_clients"), clients)
-expect("flyt_instance.authorized_org_id_role_pairs", json.loads(s["flyt_instance.authorized_org_id_role_pairs"]), json.loads(pairs))
+expect("settings mentioning internal_clients", [k for k in s if "internal_clients" in k], [])
+got_pairs = json.loads(s["flyt_instance.authorized_org_id_role_pairs"])
+expect("flyt_instance.authorized_org_id_role_pairs", got_pairs, json.loads(pairs))
+# In the original's order too (only for the eye: a JSON object).
+expect("order of the role pairs", list(got_pairs), list(json.loads(pairs)))
 expect("flyt_instance.database", s.get("flyt_instance.database"), "flyt")
 expect("topic-acl-prefix", by[("ConfigMap", "flyt-instance-kafka-acl")]["data"].get("topic-acl-prefix"), acl)
-if not acl.startswith(org.replace(".", "-") + ".flyt."):
-    errors.append("topic ACL prefix %r does not cover the topics of %s" % (acl, org))
 expect("FLYT_BASE_PATH", by[("ConfigMap", "flyt-instance-proxy-env")]["data"].get("FLYT_BASE_PATH"), base)
 expect("openapi-server-proxy-uri", by[("ConfigMap", "flyt-instance-postgrest-config")]["data"].get("openapi-server-proxy-uri"),
        "https://%s%s/api/intern/handlinger/instanser/rest" % (host, base))
-rule = by[("Ingress", "flyt-instance")]["spec"]["rules"][0]
-expect("ingress host", rule["host"], host)
-expect("ingress path", rule["http"]["paths"][0]["path"], base + "/api/intern/handlinger/instanser")
-expect("ingress backend", rule["http"]["paths"][0]["backend"]["service"]["name"], "flyt-instance-proxy")
+# The IngressRoute as flaiserator makes the original's (INTEROP §6.7).
+ir = by[("IngressRoute", "flyt-instance")]
+expect("IngressRoute apiVersion", ir["apiVersion"], "traefik.containo.us/v1alpha1")
+expect("IngressRoute entryPoints", ir["spec"]["entryPoints"], ["web"])
+expect("IngressRoute routes", len(ir["spec"]["routes"]), 1)
+route = ir["spec"]["routes"][0]
+expect("IngressRoute kind", route["kind"], "Rule")
+expect("IngressRoute match", route["match"],
+       "Host(`%s`) && PathPrefix(`%s/api/intern/handlinger/instanser`)" % (host, base))
+expect("IngressRoute middlewares", route.get("middlewares"), [{"name": "fint-flyt-auth-forward-sso", "namespace": ns}])
+svc = by[("Service", "flyt-instance-proxy")]["spec"]["ports"][0]["port"]
+expect("IngressRoute services", route["services"], [{"name": "flyt-instance-proxy", "namespace": ns, "port": svc}])
 
 # PostgREST.
 c = by[("Deployment", "flyt-instance-postgrest")]["spec"]["template"]["spec"]["containers"][0]
@@ -289,24 +348,34 @@ if errors:
     sys.exit(1)
 PY
 }
-for line in "${overlays[@]}"; do
-	IFS=$'\t' read -r org env _ <<<"$line"
-	check_overlay "kustomize/overlays/${org//./-}/$env" "$line" "${org//./-}-$env"
+for o in "${overlays[@]}"; do
+	read -r ns env pairs <<<"$o"
+	check_overlay "kustomize/overlays/$ns/$env" "$ns" "$env" "$pairs"
 done
 # The extra county (removed from k2 above): render it once more.
 printf '%s\n' "$new" >>"$work/k2/overlays.tsv"
 script/render-overlay.sh -q -C "$work/k2" >/dev/null 2>&1
-check_overlay "$work/k2/overlays/nfk-no/beta" "$new" nfk-no-beta
+check_overlay "$work/k2/overlays/nyfk-no/beta" nyfk-no beta "$new_pairs"
 
 # --- 3. yamllint ---------------------------------------------------------------
 check "yamllint kustomize/ and .yamllint" yamllint -s -c .yamllint kustomize .yamllint
-check "yamllint every kubectl kustomize output" yamllint -s -c .yamllint "$work/out"
+# kubectl writes a long one-word string as "key: word" (the role pairs JSON
+# of afk-no, bfk-no, ofk-no): a mapping, which the sources' allowance for
+# long words does not cover.
+cat >"$work/yamllint-out" <<EOF
+extends: $repo/.yamllint
+rules:
+  line-length:
+    max: 160
+    allow-non-breakable-inline-mappings: true
+EOF
+check "yamllint every kubectl kustomize output" yamllint -s -c "$work/yamllint-out" "$work/out"
 
 # --- 4. nginx -t ----------------------------------------------------------------
 free_port() {
 	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-base_path=/beta/vigo-no
+base_path=/beta/afk-no
 upstream_port=$(free_port)
 proxy_port=$(free_port)
 prefix=$work/nginx
