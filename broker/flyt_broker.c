@@ -89,6 +89,7 @@ static const char *const flyt_event_topics[] = {
 static const char *const flyt_error_topics[] = {
 	"instance-registration-error",
 	"instance-retry-request-error",
+	"instance-error",			/* flyt_instance.error_event_format = instance-error */
 };
 
 #define lengthof(array) (sizeof(array) / sizeof((array)[0]))

@@ -63,6 +63,7 @@ T_RETRY=$PREFIX.instance-requested-for-retry
 T_DELETED=$PREFIX.instance-deleted
 T_REG_ERROR=$PREFIX.error.instance-registration-error
 T_RETRY_ERROR=$PREFIX.error.instance-retry-request-error
+T_INSTANCE_ERROR=$PREFIX.error.instance-error
 H_FLOW=flyt.instance-flow-headers
 H_EVENT_ID=flyt.event-id
 ERROR_VALUE='{"errors":[{"errorCode":"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR","args":null}]}'
