@@ -70,7 +70,8 @@ SELECT throws_ok($$SELECT * FROM flyt_instance_history(NULL)$$, '22004', 'instan
 -- Nothing half-written: every failed call above left the tables as they were
 -- (1 registered + 1 bare + 1 nested + 1 batch retry).
 SELECT is((SELECT count(*) FROM flyt.instance), 3::bigint, 'only the valid registrations are stored');
-SELECT is((SELECT count(*) FROM flyt.outbox), 3::bigint, 'only their messages and the batch retry are queued');
+SELECT is((SELECT count(*) FROM flyt.outbox), 4::bigint,
+	'only their messages, the batch retry and the instance-deleted of the unknown dispatched id (the original sends it too) are queued');
 SELECT is((SELECT count(*) FROM flyt.instance_event), 3::bigint, 'only their events are recorded');
 
 -- A failure after the instance row was written (no org_id -> no topic) undoes the row.
