@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * admin.h
- *	  Provisioning of the produced topics: "create or modify".
+ *	  Provisioning of the worker's topics: "create or modify", as the Java
+ *	  service's KafkaAdmin.createOrModifyTopics did.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,11 +15,15 @@
 
 typedef struct FlytAdmin
 {
-	int64		retention_ms;	/* what was last asked for */
+	/* the settings the last provisioning was made with */
+	int64		retention_ms;
+	int			error_event_format;
+	int			replication_factor;
 	bool		warned;			/* the admin API failure was reported */
 } FlytAdmin;
 
 extern void flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);
+extern bool flyt_admin_outdated(const FlytAdmin *admin);
 extern void flyt_admin_serve(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);
 
 #endif							/* FLYT_ADMIN_H */

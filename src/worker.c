@@ -696,7 +696,7 @@ run_pass(void)
 	}
 	if (worker.kafka_open)
 	{
-		if (worker.admin.retention_ms != flyt_topic_retention_ms())
+		if (flyt_admin_outdated(&worker.admin))
 			flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
 		if (worker.pump.nreports > 0)
 		{
