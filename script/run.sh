@@ -92,8 +92,9 @@ real)
 	echo "Starting Apache Kafka (script/kafka.sh)..."
 	kafka_dir=$(mktemp -d "${TMPDIR:-/tmp}/flyt_kafka.XXXXXX")
 	kafka_up "$kafka_dir"
-	# The topics the mock has from the start; the worker provisions (sets
-	# retention.ms on) the ones it produces.
+	# The topics the mock has from the start; the worker provisions its own
+	# (creates the missing ones, corrects cleanup.policy, retention.ms and
+	# segment.ms on the others).
 	kafka_create_topics fintlabs.no
 	bootstrap=$KAFKA_BOOTSTRAP
 	broker_desc="$bootstrap (Apache Kafka $KAFKA_RUNNING_VERSION, up in ${KAFKA_START_SECONDS}s)
@@ -111,7 +112,8 @@ cluster_create -l 127.0.0.1 \
 	-c "shared_preload_libraries = 'flyt_instance'" \
 	-c "flyt_instance.org_id = 'fintlabs.no'" \
 	-c "flyt_instance.kafka_bootstrap_servers = '$bootstrap'" \
-	-c "flyt_instance.kafka_config = 'session.timeout.ms=6000;heartbeat.interval.ms=500'"
+	-c "flyt_instance.kafka_config = 'session.timeout.ms=6000;heartbeat.interval.ms=500'" \
+	-c "flyt_instance.topic_replication_factor = 1"
 cluster_start
 cluster_env
 

@@ -254,6 +254,7 @@ lc_cluster_create_worker() {
 		-c "flyt_instance.org_id = '$LC_ORG'" \
 		-c "flyt_instance.kafka_bootstrap_servers = '$LC_BROKER_ADDR'" \
 		-c "flyt_instance.kafka_config = '$LC_KAFKA_CONFIG'" \
+		-c "flyt_instance.topic_replication_factor = 1" \
 		-c "flyt_instance.cleanup_initial_delay = '1h'" \
 		-c "max_prepared_transactions = 0" \
 		"$@"
