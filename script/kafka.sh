@@ -49,7 +49,8 @@
 #                          `kcat -L` answered, e.g. 6.4
 #
 # Files in DIR: server.properties, log4j*.properties, data/ (log.dirs, the
-# KRaft metadata log too), server.log, kafka.out (the JVM's own output),
+# KRaft metadata log too), server.log, requests.log (KAFKA_REQUEST_LOG),
+# kafka.out (the JVM's own output),
 # format.log, kafka.pid, kafka.env (what kafka_attach reads).
 #
 # Environment:
@@ -62,6 +63,9 @@
 #   KAFKA_START_TIMEOUT  seconds to wait for `kcat -L` (default 60)
 #   KAFKA_STOP_TIMEOUT   seconds a TERM may take before KILL (default 30)
 #   KAFKA_ADMIN_TIMEOUT  seconds one admin tool may run (default 120)
+#   KAFKA_REQUEST_LOG=1  log every request the node completes, with its body
+#                        (kafka.request.logger at DEBUG), to DIR/requests.log:
+#                        lets a test count e.g. the AlterConfigs a client sent
 #
 # Needs java (17), kcat, and mvn when the classpath is not cached yet.
 
@@ -386,6 +390,31 @@ appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
+EOF
+	fi
+	[ "${KAFKA_REQUEST_LOG:-0}" = 1 ] || return 0
+	# The request logger, DEBUG, to a file of its own (the later lines win).
+	if [ "$KAFKA_LOGGING" = reload4j ]; then
+		cat >>"$KAFKA_DIR/log4j.properties" <<EOF || return 1
+log4j.logger.kafka.request.logger=DEBUG, requests
+log4j.additivity.kafka.request.logger=false
+log4j.appender.requests=org.apache.log4j.FileAppender
+log4j.appender.requests.File=$KAFKA_DIR/requests.log
+log4j.appender.requests.Append=true
+log4j.appender.requests.layout=org.apache.log4j.PatternLayout
+log4j.appender.requests.layout.ConversionPattern=[%d] %m%n
+EOF
+	else
+		cat >>"$KAFKA_DIR/log4j2.properties" <<EOF || return 1
+appender.requests.type = File
+appender.requests.name = requests
+appender.requests.fileName = $KAFKA_DIR/requests.log
+appender.requests.append = true
+appender.requests.layout.type = PatternLayout
+appender.requests.layout.pattern = [%d] %m%n
+logger.request.level = debug
+logger.request.additivity = false
+logger.request.appenderRef.requests.ref = requests
 EOF
 	fi
 }
