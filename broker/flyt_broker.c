@@ -92,6 +92,16 @@ static const char *const flyt_error_topics[] = {
 	"instance-error",			/* flyt_instance.error_event_format = instance-error */
 };
 
+/*
+ * The flow-headers request-reply with fint-flyt-history-service: the
+ * request topic history-service creates, and the reply topic of the default
+ * application id.
+ */
+static const char *const flyt_request_reply_topics[] = {
+	"request.instance-flow-headers-for-registered-instance.by.instance-id",
+	"reply.fint-flyt-instance-service.instance-flow-headers-for-registered-instance",
+};
+
 #define lengthof(array) (sizeof(array) / sizeof((array)[0]))
 
 /* A list of topic names to create at start, without duplicates. */
@@ -382,6 +392,13 @@ topic_list_add_flyt(TopicList *list, const char *org_id, const char *context)
 	{
 		if (snprintf(name, sizeof(name), "%s.%s.event.error.%s",
 					 org, context, flyt_error_topics[i]) >= (int) sizeof(name))
+			usage_error("topic names for \"%s\" would be too long", org_id);
+		topic_list_add(list, name);
+	}
+	for (i = 0; i < lengthof(flyt_request_reply_topics); i++)
+	{
+		if (snprintf(name, sizeof(name), "%s.%s.%s",
+					 org, context, flyt_request_reply_topics[i]) >= (int) sizeof(name))
 			usage_error("topic names for \"%s\" would be too long", org_id);
 		topic_list_add(list, name);
 	}

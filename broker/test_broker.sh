@@ -32,6 +32,9 @@ FLYT_TOPICS=(
 	"$PREFIX.instance-deleted"
 	"$PREFIX.error.instance-registration-error"
 	"$PREFIX.error.instance-retry-request-error"
+	"$PREFIX.error.instance-error"
+	"fintlabs-no.flyt.request.instance-flow-headers-for-registered-instance.by.instance-id"
+	"fintlabs-no.flyt.reply.fint-flyt-instance-service.instance-flow-headers-for-registered-instance"
 )
 
 passed=0
