@@ -22,21 +22,25 @@
  * corrected ones.  A topic that is right already gets no AlterConfigs at all.
  *
  * Every request is asynchronous: results arrive on the admin queue, which
- * wakes the worker like its other queues.  A broker that does not answer
- * the admin API (librdkafka's mock cluster, some managed services) is
- * reported once as a WARNING and is not an error.
+ * wakes the worker like its other queues.  A request the brokers do not
+ * answer (all down, or no admin API: librdkafka's mock cluster, some
+ * managed services) is reported once as a WARNING, is not an error, and is
+ * made again 15 s later, so topics are provisioned once the brokers are up.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "utils/timestamp.h"
 
 #include "admin.h"
 #include "guc.h"
 #include "outbox.h"
 
 #define ADMIN_TIMEOUT_MS 10000
+/* after a request the brokers did not answer (down, or no admin API) */
+#define ADMIN_RETRY_MS 15000
 
 /* Event topics: EventCleanupFrequency.NORMAL, segment.ms 12 h. */
 #define EVENT_SEGMENT_MS INT64CONST(43200000)
@@ -133,15 +137,19 @@ admin_options(rd_kafka_t *rk, rd_kafka_admin_op_t op)
 	return options;
 }
 
-/* Reports that the admin API is not available, once per worker. */
+/*
+ * A request the brokers did not answer: provision again later, and report
+ * it once per worker.
+ */
 static void
 admin_unavailable(FlytAdmin *admin, const char *what, const char *why)
 {
+	admin->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ADMIN_RETRY_MS);
 	if (admin->warned)
 		return;
 	admin->warned = true;
 	ereport(WARNING,
-			(errmsg("flyt_instance: the Kafka brokers did not answer %s; topics are not provisioned", what),
+			(errmsg("flyt_instance: the Kafka brokers did not answer %s; topics are not provisioned yet", what),
 			 errdetail_internal("%s", why),
 			 errhint("Create the topics yourself (1 partition, cleanup.policy=delete, retention.ms = %lld, segment.ms = %lld; see docs/worker.md), or use brokers that support the admin API.",
 					 (long long) flyt_topic_retention_ms(), (long long) EVENT_SEGMENT_MS)));
@@ -149,15 +157,16 @@ admin_unavailable(FlytAdmin *admin, const char *what, const char *why)
 
 /*
  * Whether a setting that provisioning depends on changed since it last ran
- * (a reload): then the worker provisions again, and a new retention reaches
- * every topic.
+ * (a reload), so that a new retention reaches every topic, or the brokers
+ * did not answer it: then the worker provisions again.
  */
 bool
 flyt_admin_outdated(const FlytAdmin *admin)
 {
 	return admin->retention_ms != flyt_topic_retention_ms() ||
 		admin->error_event_format != flyt_error_event_format ||
-		admin->replication_factor != flyt_topic_replication_factor;
+		admin->replication_factor != flyt_topic_replication_factor ||
+		(admin->retry_at != 0 && GetCurrentTimestamp() >= admin->retry_at);
 }
 
 /* Asks the brokers to create every topic; the ones that exist are checked next. */
@@ -173,6 +182,7 @@ flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue)
 	admin->retention_ms = flyt_topic_retention_ms();
 	admin->error_event_format = flyt_error_event_format;
 	admin->replication_factor = flyt_topic_replication_factor;
+	admin->retry_at = 0;
 	n = wanted_topics(wanted);
 	for (int i = 0; i < n; i++)
 	{

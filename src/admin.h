@@ -13,6 +13,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "datatype/timestamp.h"
+
 typedef struct FlytAdmin
 {
 	/* the settings the last provisioning was made with */
@@ -20,6 +22,7 @@ typedef struct FlytAdmin
 	int			error_event_format;
 	int			replication_factor;
 	bool		warned;			/* the admin API failure was reported */
+	TimestampTz retry_at;		/* provision again then (0: no need) */
 } FlytAdmin;
 
 extern void flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);
