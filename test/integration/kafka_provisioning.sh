@@ -6,6 +6,9 @@
 # are the independent view; the broker's request log (KAFKA_REQUEST_LOG)
 # shows every CreateTopics and AlterConfigs the worker sent.
 #
+#   0. The worker starts while Kafka is down: one WARNING, and once Kafka is
+#      up the worker provisions (it asks again 15 s after a request the
+#      brokers did not answer).
 #   1. Start (legacy error topics, topic_replication_factor = 1): the
 #      missing topics are created with 1 partition, replication factor 1 and
 #      exactly cleanup.policy=delete, retention.ms=4d, segment.ms=12h (the
@@ -147,10 +150,24 @@ wait "$p1" || bail "create $T_RECEIVED with 3 partitions and configs of its own"
 wait "$p2" || bail "create $T_REGISTERED as the worker wants it"
 wait "$p3" || bail "create $T_DISPATCHED"
 
-# --- 1. the first provisioning -------------------------------------------------------------
+# --- 0. Kafka down when the worker starts ---------------------------------------------------
 
+kafka_kill9 || bail "kill -9 Kafka"
 worker_cluster_start
 require_worker
+unanswered() {
+	[ "$(log_count "WARNING:  flyt_instance: the Kafka brokers did not answer")" -ge 1 ]
+}
+if wait_until 60 unanswered; then
+	pass "Kafka down: a WARNING says the brokers did not answer"
+else
+	fail "Kafka down: a WARNING says the brokers did not answer" "$(grep -E 'topic|WARNING' "$CLUSTER_LOG" | tail -n 10)"
+fi
+check_eq "and no topic was created meanwhile" 0 "$(log_count "flyt_instance: created topic ")"
+kafka_restart_checked
+
+# --- 1. the first provisioning -------------------------------------------------------------
+
 received_changed() {
 	[ "$(log_count "changed the configuration of topic $T_RECEIVED")" -ge 1 ]
 }
@@ -281,7 +298,9 @@ for t in "$T_DISPATCHED" "$T_REQUEST" "$T_AUTH_REPLY"; do
 	check_eq "no CreateTopics names $t" 0 "$(requests CREATE_TOPICS | grep -cF "\"name\":\"$t\"" || true)"
 done
 check_eq "no provisioning WARNING but the refused creation" 1 \
-	"$(grep -cE 'WARNING:  flyt_instance: (could not|the Kafka brokers did not answer|topic .* is not reconfigured)' "$CLUSTER_LOG" || true)"
+	"$(grep -cE 'WARNING:  flyt_instance: (could not|topic .* is not reconfigured)' "$CLUSTER_LOG" || true)"
+check_eq "and the one while Kafka was down" 1 \
+	"$(log_count "WARNING:  flyt_instance: the Kafka brokers did not answer")"
 check_eq "the same worker throughout" "$WPID" "$(status_field "->'worker'->>'pid'")"
 
 finish
