@@ -27,6 +27,7 @@
 #include "wire.h"
 
 PG_FUNCTION_INFO_V1(flyt_wire_json);
+PG_FUNCTION_INFO_V1(flyt_wire_flow_headers);
 
 static SPIPlanPtr enqueue_plan = NULL;
 
@@ -225,6 +226,19 @@ flyt_wire_json(PG_FUNCTION_ARGS)
 	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "value");
 
 	PG_RETURN_TEXT_P(cstring_to_text(flyt_json_dump(json)));
+}
+
+/*
+ * flyt.wire_flow_headers(jsonb) → text: the flyt.instance-flow-headers
+ * header of stored flow headers (flyt_flow_headers_text), for the set-based
+ * statements that queue messages themselves (cleanup).
+ */
+Datum
+flyt_wire_flow_headers(PG_FUNCTION_ARGS)
+{
+	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "flow headers");
+
+	PG_RETURN_TEXT_P(cstring_to_text(flyt_flow_headers_text(json)));
 }
 
 /*

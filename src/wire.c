@@ -37,7 +37,6 @@
 #include "guc.h"
 #include "wire.h"
 
-PG_FUNCTION_INFO_V1(flyt_wire_flow_headers);
 
 static void *
 wire_alloc(size_t size)
@@ -698,6 +697,8 @@ quote_scalar_members(const char *text, size_t len, size_t *out_len)
 			for (i++; i < len && text[i] != '"'; i++)
 				if (text[i] == '\\')
 					i++;
+			if (i >= len)
+				break;			/* no closing quote: jansson reports it */
 			if (!after_colon)	/* a key, or an array element */
 				values_key = (i - start == 11 && memcmp(text + start, "valuePerKey", 11) == 0);
 		}
@@ -1306,18 +1307,6 @@ flyt_flow_headers_text(json_t *headers)
 	text = flyt_json_dump(out);
 	json_decref(out);
 	return text;
-}
-
-/*
- * flyt.wire_flow_headers(jsonb) → text: flyt_flow_headers_text for the
- * set-based statements that queue messages themselves (cleanup).
- */
-Datum
-flyt_wire_flow_headers(PG_FUNCTION_ARGS)
-{
-	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "flow headers");
-
-	PG_RETURN_TEXT_P(cstring_to_text(flyt_flow_headers_text(json)));
 }
 
 /* A fresh random (version 4) UUID. */

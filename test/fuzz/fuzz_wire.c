@@ -125,6 +125,15 @@ fuzz_headers(const char *text, size_t len)
 	if (!again.has_instance_id || again.instance_id != 42 ||
 		memcmp(&again.correlation_id, &uuid, sizeof(uuid)) != 0)
 		fuzz_fatal("instanceId or correlationId lost: %.300s", redump);
+
+	/* as they go on the wire (the original's form): they read back alike */
+	phase = PHASE_USE;
+	dump = flyt_flow_headers_text(again.json);
+	phase = PHASE_REPARSE;
+	flyt_parse_flow_headers(dump, strlen(dump), &again);
+	if (!again.has_instance_id || again.instance_id != 42 ||
+		memcmp(&again.correlation_id, &uuid, sizeof(uuid)) != 0)
+		fuzz_fatal("instanceId or correlationId lost on the wire: %.300s", dump);
 	fuzz_error_jump = NULL;
 }
 
