@@ -25,6 +25,7 @@ OBJS = \
 	src/probe.o \
 	src/pump.o \
 	src/consumer.o \
+	src/flowreq.o \
 	src/worker.o \
 	src/api.o
 

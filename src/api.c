@@ -276,14 +276,14 @@ flyt_api_authorize(PG_FUNCTION_ARGS)
  * their own codes.
  */
 static FlytRetryOutcome
-retry_or_500(int64 instance_id, pg_uuid_t *correlation_id)
+retry_or_500(int64 instance_id, pg_uuid_t *correlation_id, FlytFlowOutcome *why)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	volatile FlytRetryOutcome outcome = FLYT_RETRY_QUEUED;
 
 	PG_TRY();
 	{
-		outcome = flyt_retry_instance(instance_id, flyt_requested_by(), correlation_id);
+		outcome = flyt_retry_one(instance_id, flyt_requested_by(), correlation_id, why);
 	}
 	PG_CATCH();
 	{
@@ -317,6 +317,7 @@ flyt_api_retry(PG_FUNCTION_ARGS)
 	int64		instance_id;
 	pg_uuid_t  *correlation_id = palloc(sizeof(pg_uuid_t));
 	FlytRetryOutcome outcome;
+	FlytFlowOutcome why = FLYT_FLOW_OUTCOME_ANSWERED;
 
 	authorize();
 	if (PG_ARGISNULL(0))
@@ -325,16 +326,21 @@ flyt_api_retry(PG_FUNCTION_ARGS)
 				 errmsg("instance_id is required")));
 	instance_id = PG_GETARG_INT64(0);
 
-	outcome = retry_or_500(instance_id, correlation_id);
+	outcome = retry_or_500(instance_id, correlation_id, &why);
 	if (outcome == FLYT_RETRY_NOT_FOUND)
 		ereport(ERROR,
 				(errcode(ERRCODE_HTTP_404),
 				 errmsg("instance " INT64_FORMAT " not found", instance_id)));
+	/* as the original: 500 when history-service has no headers or does not answer */
+	if (outcome == FLYT_RETRY_NO_FLOW_HEADERS && why == FLYT_FLOW_OUTCOME_UNKNOWN)
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_500),
+				 errmsg("could not find instance flow headers for registered instance with id=" INT64_FORMAT, instance_id)));
 	if (outcome == FLYT_RETRY_NO_FLOW_HEADERS)
 		ereport(ERROR,
 				(errcode(ERRCODE_HTTP_500),
 				 errmsg("instance " INT64_FORMAT " has no flow headers", instance_id),
-				 errdetail("The instance was stored without InstanceFlowHeaders, so no retry event can be addressed.")));
+				 errdetail("It was stored without InstanceFlowHeaders, and %s.", flyt_flow_outcome_detail(why))));
 	PG_RETURN_UUID_P(correlation_id);
 }
 

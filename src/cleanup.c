@@ -9,6 +9,18 @@
  * each one that has flow headers.  A second statement purges the history of
  * instances whose DELETED row has outlived one more retention window.
  *
+ * Expired instances without flow headers (imported from the Java service)
+ * are first asked of fint-flyt-history-service, as the original did before
+ * every deletion (flowreq.c): each batch asks for up to ASK_PER_BATCH of
+ * them and records when (flow_headers_requested_at).  The worker stores a
+ * reply on the instance, which is then deleted with its instance-deleted;
+ * one asked for longer than flow_headers_timeout ago without headers
+ * (history-service has none, or no answer) is deleted without an event,
+ * as before.  Until then it is held back; the worker runs the cleanup again
+ * once that time has passed.  When they cannot be asked for at all (Kafka
+ * is off, or no worker runs) such instances are deleted without an event
+ * at once: retention is kept either way.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "cleanup.h"
+#include "flowreq.h"
 #include "guc.h"
 #include "history.h"
 #include "outbox.h"
@@ -40,6 +53,60 @@ static SPIPlanPtr recover_plan = NULL;
 static SPIPlanPtr start_plan = NULL;
 static SPIPlanPtr progress_plan = NULL;
 static SPIPlanPtr trim_plan = NULL;
+static SPIPlanPtr unasked_plan = NULL;
+static SPIPlanPtr asked_plan = NULL;
+static SPIPlanPtr held_plan = NULL;
+
+/* Expired instances without flow headers asked for per batch, at most. */
+#define ASK_PER_BATCH (FLYT_FLOW_REQUEST_SLOTS / 2)
+
+/*
+ * Asks history-service for the flow headers of up to ASK_PER_BATCH expired
+ * instances that have none and were not asked for yet; records when.
+ */
+static void
+ask_for_missing_headers(TimestampTz cutoff)
+{
+	static const Oid unasked_types[] = {TIMESTAMPTZOID, INT4OID};
+	static const Oid asked_types[] = {INT8ARRAYOID};
+	Datum		values[2];
+	int64	   *ids;
+	Datum	   *elems;
+	int			n;
+	int			taken;
+
+	flyt_plan(&unasked_plan,
+			  "SELECT id FROM flyt.instance"
+			  " WHERE created_at OPERATOR(pg_catalog.<) $1 AND flow_headers IS NULL"
+			  "   AND flow_headers_requested_at IS NULL"
+			  " ORDER BY created_at LIMIT $2",
+			  2, unasked_types);
+	values[0] = TimestampTzGetDatum(cutoff);
+	values[1] = Int32GetDatum(ASK_PER_BATCH);
+	n = (int) flyt_execute(unasked_plan, values, NULL, true, 0, SPI_OK_SELECT);
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(int64) * n);
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		elems[i] = Int64GetDatum(ids[i]);
+	}
+	taken = flyt_flow_headers_request_nowait(ids, n);
+	if (taken == 0)
+		return;					/* the worker cannot ask now: ask again next time */
+
+	flyt_plan(&asked_plan,
+			  "UPDATE flyt.instance SET flow_headers_requested_at = pg_catalog.now()"
+			  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
+			  1, asked_types);
+	values[0] = PointerGetDatum(construct_array(elems, taken, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	flyt_execute(asked_plan, values, NULL, false, 0, SPI_OK_UPDATE);
+}
 
 /* now() minus flyt_instance.time_to_keep_instance_in_days. */
 TimestampTz
@@ -57,17 +124,24 @@ flyt_cleanup_cutoff(void)
 void
 flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result)
 {
-	static const Oid delete_types[] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID};
+	static const Oid delete_types[] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
 	static const Oid purge_types[] = {TIMESTAMPTZOID, INT8OID};
+	static const Oid held_types[] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		can_ask = flyt_flow_can_ask();
+	TimestampTz asked_before = GetCurrentTimestamp() - (TimestampTz) flyt_flow_headers_timeout_ms * 1000;
+
+	if (can_ask)
+		ask_for_missing_headers(cutoff);
 
 	plan = flyt_plan(&delete_plan,
 					 "WITH victims AS ("
 					 "  SELECT id FROM flyt.instance"
 					 "  WHERE created_at OPERATOR(pg_catalog.<) $1"
+					 "    AND (flow_headers IS NOT NULL OR NOT $6 OR flow_headers_requested_at OPERATOR(pg_catalog.<) $5)"
 					 "  ORDER BY created_at LIMIT $2"
 					 "  FOR UPDATE SKIP LOCKED"
 					 "), deleted AS ("
@@ -98,7 +172,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 ") "
 					 "SELECT (SELECT pg_catalog.count(*) FROM deleted),"
 					 "       (SELECT pg_catalog.count(*) FROM queued)",
-					 4, delete_types);
+					 6, delete_types);
 
 	values[0] = TimestampTzGetDatum(cutoff);
 	if (max_rows >= 0)
@@ -107,6 +181,8 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		nulls[1] = 'n';
 	values[2] = CStringGetTextDatum(flyt_requested_by());
 	values[3] = CStringGetTextDatum(flyt_topic_name(FLYT_EVENT_DELETED));
+	values[4] = TimestampTzGetDatum(asked_before);
+	values[5] = BoolGetDatum(can_ask);
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_SELECT);
 	result->deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	result->deleted_without_event = result->deleted -
@@ -125,6 +201,15 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "                  WHERE i.id OPERATOR(pg_catalog.=) e.instance_id)",
 					 2, purge_types);
 	result->history_purged = flyt_execute(plan, values, nulls, false, 0, SPI_OK_DELETE);
+
+	plan = flyt_plan(&held_plan,
+					 "SELECT pg_catalog.count(*) FROM flyt.instance"
+					 " WHERE created_at OPERATOR(pg_catalog.<) $1 AND flow_headers IS NULL"
+					 "   AND flow_headers_requested_at OPERATOR(pg_catalog.>=) $2",
+					 2, held_types);
+	values[1] = TimestampTzGetDatum(asked_before);
+	flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
+	result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	flyt_count(FLYT_COUNT_DELETED, result->deleted);
 	if (result->deleted > result->deleted_without_event)
@@ -203,11 +288,17 @@ flyt_cleanup_recover(void)
 TimestampTz
 flyt_cleanup_next_at(FlytCleanupRun *run)
 {
+	TimestampTz next;
+
 	if (run->run_id != 0)
 		return 0;				/* a run is under way: continue it now */
 	if (run->last_started_at == 0)
 		return run->worker_started_at + flyt_cleanup_initial_delay_ms * 1000;
-	return run->last_started_at + flyt_cleanup_interval_ms * 1000;
+	next = run->last_started_at + flyt_cleanup_interval_ms * 1000;
+	/* instances held back for their flow headers: once they may go */
+	if (run->again_at != 0 && run->again_at < next)
+		next = run->again_at;
+	return next;
 }
 
 /* Writes the run's figures (and, when finished, its end) to its row. */
@@ -275,12 +366,19 @@ flyt_cleanup_step(FlytCleanupRun *run)
 	flyt_cleanup_batch(run->cutoff, flyt_cleanup_batch_size, &result);
 	run->deleted += result.deleted;
 	run->deleted_without_event += result.deleted_without_event;
+	run->held_back = result.held_back;
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("flyt_instance cleanup run " INT64_FORMAT ": " INT64_FORMAT " instances deleted",
 									run->run_id, run->deleted));
 
 	if (result.deleted < flyt_cleanup_batch_size)
 	{
+		/*
+		 * Held back for their flow headers: run again once the last asked
+		 * may go (asked in this batch: flow_headers_timeout from now).
+		 */
+		run->again_at = result.held_back > 0 ?
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flyt_flow_headers_timeout_ms + 1000) : 0;
 		record_progress(run, "succeeded", NULL);
 		ereport(LOG,
 				(errmsg("flyt_instance: cleanup run " INT64_FORMAT " deleted " INT64_FORMAT " instances (" INT64_FORMAT " without flow headers)",

@@ -17,6 +17,8 @@ typedef struct FlytCleanupResult
 	int64		deleted;		/* instances deleted */
 	int64		deleted_without_event;	/* of which had no flow headers */
 	int64		history_purged; /* history rows whose window had passed */
+	int64		held_back;		/* expired, without flow headers, asked for
+								 * less than flow_headers_timeout ago */
 } FlytCleanupResult;
 
 /* The worker's scheduled cleanup: one run, many batches. */
@@ -28,6 +30,8 @@ typedef struct FlytCleanupRun
 	TimestampTz cutoff;
 	int64		deleted;
 	int64		deleted_without_event;
+	int64		held_back;		/* of the run's last batch */
+	TimestampTz again_at;		/* run again then for what was held back; 0: no */
 } FlytCleanupRun;
 
 #define FLYT_CLEANUP_RUNS_KEPT 1000

@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 
 #include "consumer.h"
+#include "flowreq.h"
 #include "guc.h"
 #include "outbox.h"
 #include "plans.h"
@@ -139,15 +140,20 @@ flyt_consumer_load_offsets(FlytConsumer *consumer)
 	consumer->loaded = true;
 }
 
-/* Subscribes to the two consumed topics. */
+/*
+ * Subscribes to the consumed topics: instance-received, instance-dispatched
+ * and the reply topic of the flow-headers request-reply (flowreq.c), all in
+ * the group application_id, as the original's listeners are.
+ */
 bool
 flyt_consumer_subscribe(FlytConsumer *consumer, rd_kafka_t *rk)
 {
-	rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+	rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(3);
 	rd_kafka_resp_err_t err;
 
 	rd_kafka_topic_partition_list_add(topics, flyt_topic_name(FLYT_EVENT_RECEIVED), RD_KAFKA_PARTITION_UA);
 	rd_kafka_topic_partition_list_add(topics, flyt_topic_name(FLYT_EVENT_DISPATCHED), RD_KAFKA_PARTITION_UA);
+	rd_kafka_topic_partition_list_add(topics, flyt_reply_topic_name(), RD_KAFKA_PARTITION_UA);
 	err = rd_kafka_subscribe(rk, topics);
 	rd_kafka_topic_partition_list_destroy(topics);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -583,12 +589,14 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 {
 	static const Oid offset_types[] = {TEXTOID, INT4OID, INT8OID};
 	char	   *received_topic = flyt_topic_name(FLYT_EVENT_RECEIVED);
+	char	   *reply_topic = flyt_reply_topic_name();
 	List	   *positions = NIL;	/* FlytOffset of this batch */
 	ListCell   *lc;
 	MemoryContext message_context;
 	int			stop = bad >= 0 ? bad + 1 : end;
 
 	consumer->applying = -1;	/* an error outside a message is not its fault */
+	flyt_flow_replies_reset();	/* what an earlier, rolled back round answered */
 	message_context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance consumed message",
 											ALLOCSET_DEFAULT_SIZES);
 
@@ -614,6 +622,7 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 		FlytOffset *stored = find_offset(consumer, topic, msg->partition);
 		FlytOffset *batch = find_position(positions, topic, msg->partition);
 		bool		received = strcmp(topic, received_topic) == 0;
+		bool		reply = !received && strcmp(topic, reply_topic) == 0;
 
 		/* applied in this batch already (a rebalance re-fetched it) */
 		if (batch != NULL && msg->offset < batch->next_offset)
@@ -642,7 +651,14 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 			MemoryContext old = MemoryContextSwitchTo(message_context);
 
 			consumer->applying = i;
-			apply_message(msg, received);
+			if (reply)
+			{
+				flyt_spi_connect();
+				flyt_flow_reply_apply(msg);
+				flyt_spi_finish();
+			}
+			else
+				apply_message(msg, received);
 			consumer->applying = -1;
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(message_context);
@@ -705,6 +721,7 @@ flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message
 	}
 	for (int i = 0; i < n; i++)
 		rd_kafka_message_destroy(messages[i]);
+	flyt_flow_replies_committed();
 	if (offsets->cnt > 0)
 		(void) rd_kafka_commit(rk, offsets, 1);
 	rd_kafka_topic_partition_list_destroy(offsets);

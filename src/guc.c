@@ -43,6 +43,7 @@ int			flyt_consumer_assignment_grace_s = 60;
 char	   *flyt_authorized_org_id_role_pairs = NULL;
 int			flyt_max_instance_bytes = 16 * 1024 * 1024;
 int			flyt_topic_replication_factor = 2;
+int			flyt_flow_headers_timeout_ms = 15000;
 int			flyt_error_event_format = FLYT_ERRORS_LEGACY;
 
 static const struct config_enum_entry error_event_format_options[] = {
@@ -650,6 +651,15 @@ flyt_define_settings(void)
 							2, 1, 32767,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("flyt_instance.flow_headers_timeout",
+							"How long to wait for fint-flyt-history-service to answer a request for an instance's flow headers.",
+							"The original waits 15 s.",
+							&flyt_flow_headers_timeout_ms,
+							15000, 100, 300000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("flyt_instance");

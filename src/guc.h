@@ -27,6 +27,7 @@ extern int	flyt_consumer_assignment_grace_s;
 extern char *flyt_authorized_org_id_role_pairs;
 extern int	flyt_max_instance_bytes;
 extern int	flyt_topic_replication_factor;
+extern int	flyt_flow_headers_timeout_ms;
 
 /* flyt_instance.error_event_format */
 typedef enum FlytErrorEventFormat

@@ -5,7 +5,10 @@
  *
  * A retry takes the stored flow headers of an instance, gives them a fresh
  * correlationId, queues instance-requested-for-retry with the instance as
- * value and records RETRY_REQUESTED.  Cost: one primary-key lookup (which
+ * value and records RETRY_REQUESTED.  An instance stored without flow
+ * headers (imported from the Java service) gets them first from
+ * fint-flyt-history-service, as the original always did (flowreq.c); a
+ * batch asks for all it needs at once.  Cost: one primary-key lookup (which
  * also takes a KEY SHARE lock, so cleanup cannot delete the instance under
  * the retry) and two inserts, with plans prepared once per backend.
  *
@@ -23,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
+#include "flowreq.h"
 #include "history.h"
 #include "idhash.h"
 #include "outbox.h"
@@ -69,9 +73,88 @@ flyt_retry_instance(int64 instance_id, const char *requested_by,
 	return outcome;
 }
 
+/*
+ * Asks history-service for the flow headers of those of ids[0..n) that
+ * exist without them, all at once, and waits for the answers (flowreq.c).
+ * why[i] (when why is not NULL) says what became of ids[i]'s request; ids
+ * that needed none are FLYT_FLOW_OUTCOME_ANSWERED.
+ */
+void
+flyt_retry_fetch_flow_headers(const int64 *ids, int n, FlytFlowOutcome *why)
+{
+	static const Oid argtypes[] = {INT8ARRAYOID};
+	static SPIPlanPtr missing_plan = NULL;
+	Datum	   *elems;
+	Datum		values[1];
+	int64	   *missing;
+	FlytFlowOutcome *outcomes;
+	int			nmissing;
+	idhash_hash *index;
+
+	for (int i = 0; why != NULL && i < n; i++)
+		why[i] = FLYT_FLOW_OUTCOME_ANSWERED;
+	if (n == 0)
+		return;
+
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	flyt_spi_connect();
+	flyt_plan(&missing_plan,
+			  "SELECT id FROM flyt.instance "
+			  "WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND flow_headers IS NULL",
+			  1, argtypes);
+	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	nmissing = (int) flyt_execute(missing_plan, values, NULL, true, 0, SPI_OK_SELECT);
+	missing = palloc(sizeof(int64) * Max(nmissing, 1));
+	for (int i = 0; i < nmissing; i++)
+	{
+		bool		isnull;
+
+		missing[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	flyt_spi_finish();
+	if (nmissing == 0)
+		return;
+
+	/* no SPI connection, no lock of ours on these rows while waiting */
+	outcomes = palloc(sizeof(FlytFlowOutcome) * nmissing);
+	flyt_flow_headers_fetch(missing, nmissing, outcomes);
+	if (why == NULL)
+		return;
+	index = idhash_create(CurrentMemoryContext, Max(nmissing, 8), NULL);
+	for (int i = 0; i < nmissing; i++)
+	{
+		bool		found;
+		IdEntry    *e = idhash_insert(index, missing[i], &found);
+
+		e->tag = (uint32) outcomes[i];
+	}
+	for (int i = 0; i < n; i++)
+	{
+		IdEntry    *e = idhash_lookup(index, ids[i]);
+
+		if (e != NULL)
+			why[i] = (FlytFlowOutcome) e->tag;
+	}
+}
+
+/*
+ * flyt_retry_instance, after asking history-service for the flow headers
+ * when the instance has none; *why says what that request came to.
+ */
+FlytRetryOutcome
+flyt_retry_one(int64 instance_id, const char *requested_by, pg_uuid_t *correlation_id,
+			   FlytFlowOutcome *why)
+{
+	flyt_retry_fetch_flow_headers(&instance_id, 1, why);
+	return flyt_retry_instance(instance_id, requested_by, correlation_id);
+}
+
 /* Raises the error of an outcome other than FLYT_RETRY_QUEUED. */
 void
-flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id)
+flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id, FlytFlowOutcome why)
 {
 	switch (outcome)
 	{
@@ -84,7 +167,8 @@ flyt_report_retry_outcome(FlytRetryOutcome outcome, int64 instance_id)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("instance " INT64_FORMAT " has no flow headers", instance_id),
-					 errdetail("The instance was stored without InstanceFlowHeaders, so no retry event can be addressed.")));
+					 errdetail("It was stored without InstanceFlowHeaders, and %s.",
+							   flyt_flow_outcome_detail(why))));
 			break;
 	}
 }
@@ -96,12 +180,13 @@ flyt_retry(PG_FUNCTION_ARGS)
 	int64		instance_id;
 	pg_uuid_t  *correlation_id = palloc(sizeof(pg_uuid_t));
 	FlytRetryOutcome outcome;
+	FlytFlowOutcome why;
 
 	flyt_require_argument(fcinfo, 0, "instance_id");
 	instance_id = PG_GETARG_INT64(0);
 
-	outcome = flyt_retry_instance(instance_id, flyt_requested_by(), correlation_id);
-	flyt_report_retry_outcome(outcome, instance_id);
+	outcome = flyt_retry_one(instance_id, flyt_requested_by(), correlation_id, &why);
+	flyt_report_retry_outcome(outcome, instance_id, why);
 
 	PG_RETURN_UUID_P(correlation_id);
 }
@@ -111,6 +196,7 @@ typedef struct BatchItem
 {
 	int64		instance_id;
 	FlytRetryOutcome outcome;
+	FlytFlowOutcome why;		/* of the flow headers request, if one was needed */
 	pg_uuid_t	correlation_id;
 	char	   *error;			/* an unexpected failure, else NULL */
 } BatchItem;
@@ -210,6 +296,18 @@ flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int 
 		items[nitems++].instance_id = id;
 	}
 
+	/* the flow headers missing anywhere in the batch, asked for at once */
+	{
+		int64	   *item_ids = palloc(sizeof(int64) * Max(nitems, 1));
+		FlytFlowOutcome *why = palloc(sizeof(FlytFlowOutcome) * Max(nitems, 1));
+
+		for (int i = 0; i < nitems; i++)
+			item_ids[i] = items[i].instance_id;
+		flyt_retry_fetch_flow_headers(item_ids, nitems, why);
+		for (int i = 0; i < nitems; i++)
+			items[i].why = why[i];
+	}
+
 	range = Max(MIN_RANGE, (nitems + MAX_RANGES - 1) / MAX_RANGES);
 	for (int lo = 0; lo < nitems; lo += range)
 		retry_range(items, lo, Min(lo + range, nitems), requested_by);
@@ -257,7 +355,8 @@ flyt_retry_many(ReturnSetInfo *rsinfo, const Datum *ids, const bool *nulls, int 
 					break;
 				case FLYT_RETRY_NO_FLOW_HEADERS:
 					status = "no_flow_headers";
-					error = psprintf("instance " INT64_FORMAT " has no flow headers", item->instance_id);
+					error = psprintf("instance " INT64_FORMAT " has no flow headers: %s",
+									 item->instance_id, flyt_flow_outcome_detail(item->why));
 					break;
 			}
 		values[0] = Int64GetDatum(item->instance_id);

@@ -73,6 +73,8 @@ flyt_shmem_startup(void)
 		pg_atomic_init_u64(&flyt_shared->produced, 0);
 		pg_atomic_init_u64(&flyt_shared->consumed, 0);
 		pg_atomic_init_u64(&flyt_shared->dead_lettered, 0);
+		pg_atomic_init_u64(&flyt_shared->flow_requests_sent, 0);
+		pg_atomic_init_u64(&flyt_shared->flow_replies, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -56,6 +56,33 @@ typedef struct FlytPartitionState
 	int64		high_watermark; /* -1 unknown */
 } FlytPartitionState;
 
+/*
+ * One request for the flow headers of an instance (flowreq.c): a backend (or
+ * the cleanup) fills it, the worker sends it and applies the reply.
+ */
+#define FLYT_FLOW_REQUEST_SLOTS 256
+
+typedef enum FlytFlowRequestState
+{
+	FLYT_FLOW_FREE = 0,
+	FLYT_FLOW_PENDING,			/* waits for the worker to send it */
+	FLYT_FLOW_SENT,				/* sent; waits for the reply */
+	FLYT_FLOW_ANSWERED,			/* the reply's headers are stored on the instance */
+	FLYT_FLOW_UNKNOWN,			/* the reply was null: history-service has none */
+	FLYT_FLOW_FAILED			/* could not be sent */
+} FlytFlowRequestState;
+
+typedef struct FlytFlowRequest
+{
+	FlytFlowRequestState state;
+	uint32		generation;		/* changes with every use of the slot */
+	int64		instance_id;
+	uint8		correlation[16];	/* kafka_correlationId: a random UUID's bytes */
+	struct PGPROC *waiter;		/* woken when it is answered; NULL: nobody waits */
+	TimestampTz requested_at;
+	TimestampTz sent_at;
+} FlytFlowRequest;
+
 typedef struct FlytShared
 {
 	LWLock	   *lock;			/* protects everything but the atomics */
@@ -86,6 +113,12 @@ typedef struct FlytShared
 
 	/* cleanup */
 	TimestampTz next_cleanup_at;	/* 0 when not scheduled */
+
+	/* flow headers asked of fint-flyt-history-service (flowreq.c) */
+	uint32		flow_request_generation;
+	FlytFlowRequest flow_requests[FLYT_FLOW_REQUEST_SLOTS];
+	pg_atomic_uint64 flow_requests_sent;
+	pg_atomic_uint64 flow_replies;	/* replies to requests still waiting */
 
 	/* counters (any backend) */
 	pg_atomic_uint64 registered;

@@ -54,6 +54,7 @@
 #include "breaker.h"
 #include "cleanup.h"
 #include "consumer.h"
+#include "flowreq.h"
 #include "guc.h"
 #include "kafka.h"
 #include "plans.h"
@@ -280,7 +281,8 @@ build_wait_events(void)
 static void
 delivery_callback(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
-	flyt_pump_delivery_report(&worker.pump, msg);
+	if (!flyt_flow_request_delivery(msg))
+		flyt_pump_delivery_report(&worker.pump, msg);
 }
 
 static void
@@ -706,6 +708,8 @@ run_pass(void)
 			end_step();
 		}
 		consume();
+		/* flow headers backends and the cleanup asked for (flowreq.c) */
+		flyt_flow_requests_send(worker.kafka.producer);
 	}
 	if (worker.kafka_open)
 	{
