@@ -27,7 +27,8 @@ OBJS = \
 	src/consumer.o \
 	src/flowreq.o \
 	src/worker.o \
-	src/api.o
+	src/api.o \
+	src/import.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
