@@ -150,3 +150,11 @@ SELECT pg_catalog.pg_extension_config_dump('flyt.import_run', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.import_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.import_skipped', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.import_skipped_id_seq', '');
+
+-------------------------------------------------------------------------------
+-- Flow headers asked of fint-flyt-history-service (issue 12): the cleanup
+-- records when it asked for those of an instance that has none.
+-------------------------------------------------------------------------------
+
+ALTER TABLE flyt.instance ADD COLUMN flow_headers_requested_at timestamptz;
+COMMENT ON COLUMN flyt.instance.flow_headers_requested_at IS 'When the cleanup last asked fint-flyt-history-service for the missing flow headers';

@@ -31,12 +31,14 @@ CREATE TABLE flyt.instance (
 	source_application_instance_id text,
 	integration_id bigint,
 	created_at timestamptz NOT NULL DEFAULT now(),
+	flow_headers_requested_at timestamptz,
 	CONSTRAINT instance_payload_is_object CHECK (jsonb_typeof(payload) = 'object'),
 	CONSTRAINT instance_flow_headers_is_object CHECK (flow_headers IS NULL OR jsonb_typeof(flow_headers) = 'object')
 );
 COMMENT ON TABLE flyt.instance IS 'One row per registered instance; id is the instanceId the rest of Flyt sees';
 COMMENT ON COLUMN flyt.instance.payload IS 'The instance tree: {"valuePerKey": {...}, "objectCollectionPerKey": {"k": [instance, ...]}}';
 COMMENT ON COLUMN flyt.instance.flow_headers IS 'InstanceFlowHeaders as received, with instanceId filled in; NULL when the instance was stored without them';
+COMMENT ON COLUMN flyt.instance.flow_headers_requested_at IS 'When the cleanup last asked fint-flyt-history-service for the missing flow headers';
 -- Cleanup scans by age.
 CREATE INDEX instance_created_at_idx ON flyt.instance (created_at);
 -- Operators look instances up by the source system's own id.

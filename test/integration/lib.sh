@@ -77,6 +77,7 @@ TIME_LIMIT=300
 passed=0
 failed=0
 WORK=
+IT_PIDS=()
 BROKER_LOG=
 broker_pid=
 broker_in=-1
@@ -242,6 +243,11 @@ it_setup() {
 # Stops the broker we started (only that pid) and removes the scratch dir.
 # Runs from the traps: never fails.
 it_teardown() {
+	# helper processes a script started (IT_PIDS), such as a test client
+	local p
+	for p in "${IT_PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
 	broker_stop || true
 	# A real Kafka after the cluster, the reverse of the start: the worker
 	# then leaves its group while the broker still answers, and a fast stop
