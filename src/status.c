@@ -278,6 +278,20 @@ flyt_status(PG_FUNCTION_ARGS)
 
 	json_object_set_new(root, "dead_letters", json_integer(t.dead_letters));
 
+	/* flow headers asked of fint-flyt-history-service (flowreq.c) */
+	{
+		int			waiting = 0;
+
+		for (int i = 0; s != NULL && i < FLYT_FLOW_REQUEST_SLOTS; i++)
+			if (s->flow_requests[i].state != FLYT_FLOW_FREE)
+				waiting++;
+		json_object_set_new(root, "flow_headers",
+							json_pack("{s:I, s:I, s:i}",
+									  "requests_sent", (json_int_t) (s ? pg_atomic_read_u64(&flyt_shared->flow_requests_sent) : 0),
+									  "replies", (json_int_t) (s ? pg_atomic_read_u64(&flyt_shared->flow_replies) : 0),
+									  "waiting", waiting));
+	}
+
 	json_object_set_new(cleanup, "last_run", t.last_cleanup);
 	json_object_set_new(cleanup, "next_run_at", json_timestamp(s && s->worker_pid ? s->next_cleanup_at : 0));
 	json_object_set_new(root, "cleanup", cleanup);
@@ -330,6 +344,10 @@ flyt_metrics(PG_FUNCTION_ARGS)
 	COUNTER("flyt_instance_produced_total", produced, "Messages acknowledged by Kafka.");
 	COUNTER("flyt_instance_consumed_total", consumed, "Messages consumed and applied.");
 	COUNTER("flyt_instance_dead_lettered_total", dead_lettered, "Messages moved to flyt.dead_letter.");
+	COUNTER("flyt_instance_flow_headers_requests_total", flow_requests_sent,
+			"Requests for flow headers sent to fint-flyt-history-service.");
+	COUNTER("flyt_instance_flow_headers_replies_total", flow_replies,
+			"Replies of fint-flyt-history-service applied to requests still waiting.");
 
 	metric(&buf, "flyt_instance_produce_latency_seconds", "summary",
 		   "Time from the change that queued a message to Kafka's acknowledgement.");
