@@ -97,22 +97,31 @@ wake_worker(void)
 		SetLatch(latch);
 }
 
+/* Fresh correlation ids for n requests, made before the lock is taken. */
+static pg_uuid_t *
+new_correlation_ids(int n)
+{
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * n);
+
+	for (int i = 0; i < n; i++)
+		flyt_new_correlation_id(&ids[i]);
+	return ids;
+}
+
 /*
- * Takes a free slot for instance_id (caller holds the lock exclusively);
- * -1 when all are taken.
+ * Takes a free slot for instance_id with the given correlation id (caller
+ * holds the lock exclusively; nothing here can fail); -1 when all are taken.
  */
 static int
-take_slot(int64 instance_id, PGPROC *waiter, uint32 *generation)
+take_slot(int64 instance_id, const pg_uuid_t *correlation, PGPROC *waiter, uint32 *generation)
 {
 	for (int s = 0; s < FLYT_FLOW_REQUEST_SLOTS; s++)
 	{
 		FlytFlowRequest *r = &flyt_shared->flow_requests[s];
-		pg_uuid_t	uuid;
 
 		if (r->state != FLYT_FLOW_FREE)
 			continue;
-		flyt_new_correlation_id(&uuid);
-		memcpy(r->correlation, uuid.data, sizeof(r->correlation));
+		memcpy(r->correlation, correlation->data, sizeof(r->correlation));
 		r->state = FLYT_FLOW_PENDING;
 		r->generation = ++flyt_shared->flow_request_generation;
 		r->instance_id = instance_id;
@@ -175,6 +184,7 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 {
 	int		   *slots;
 	uint32	   *generations;
+	pg_uuid_t  *correlations;
 	TimestampTz deadline;
 	volatile int submitted = 0;
 
@@ -191,6 +201,7 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 
 	slots = palloc(sizeof(int) * n);
 	generations = palloc(sizeof(uint32) * n);
+	correlations = new_correlation_ids(n);
 	for (int i = 0; i < n; i++)
 		slots[i] = -1;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flyt_flow_headers_timeout_ms);
@@ -208,7 +219,8 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 			LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
 			while (submitted < n)
 			{
-				int			s = take_slot(ids[submitted], MyProc, &generations[submitted]);
+				int			s = take_slot(ids[submitted], &correlations[submitted], MyProc,
+											  &generations[submitted]);
 
 				if (s < 0)
 					break;
@@ -251,10 +263,8 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 			wait_ms = (long) ((deadline - now + 999) / 1000);
 			if (submitted < n)
 				wait_ms = Min(wait_ms, SLOT_POLL_MS);
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(wait_ms, 1), PG_WAIT_EXTENSION);
-			pgstat_report_wait_end();
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
@@ -266,6 +276,7 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 	PG_END_TRY();
 	pfree(slots);
 	pfree(generations);
+	pfree(correlations);
 }
 
 /*
@@ -277,15 +288,17 @@ int
 flyt_flow_headers_request_nowait(const int64 *ids, int n)
 {
 	int			taken = 0;
+	pg_uuid_t  *correlations;
 
 	if (n == 0 || !flyt_flow_can_ask())
 		return 0;
+	correlations = new_correlation_ids(n);
 	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
 	while (taken < n)
 	{
 		uint32		generation;
 
-		if (take_slot(ids[taken], NULL, &generation) < 0)
+		if (take_slot(ids[taken], &correlations[taken], NULL, &generation) < 0)
 			break;
 		taken++;
 	}
@@ -448,12 +461,6 @@ flyt_flow_request_delivery(const rd_kafka_message_t *msg)
 /* Outcomes of this batch, made known once it committed. */
 static FlytFlowRequestState batch_outcome[FLYT_FLOW_REQUEST_SLOTS];
 static uint32 batch_generation[FLYT_FLOW_REQUEST_SLOTS];
-
-bool
-flyt_flow_is_reply_topic(const char *topic)
-{
-	return strcmp(topic, flyt_reply_topic_name()) == 0;
-}
 
 void
 flyt_flow_replies_reset(void)

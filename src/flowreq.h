@@ -33,7 +33,6 @@ extern void flyt_flow_requests_send(rd_kafka_t *producer);
 extern bool flyt_flow_request_delivery(const rd_kafka_message_t *msg);
 
 /* the worker's consumer, in the transaction of a batch */
-extern bool flyt_flow_is_reply_topic(const char *topic);
 extern void flyt_flow_reply_apply(const rd_kafka_message_t *msg);
 extern void flyt_flow_replies_reset(void);
 extern void flyt_flow_replies_committed(void);
