@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(flyt_metrics);
 static SPIPlanPtr outbox_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
 static SPIPlanPtr cleanup_plan = NULL;
+static SPIPlanPtr cleanup_success_plan = NULL;
 
 /* What the tables say. */
 typedef struct TableFigures
@@ -37,6 +38,10 @@ typedef struct TableFigures
 	double		oldest_age;		/* seconds; < 0 when the outbox is empty */
 	int64		dead_letters;
 	json_t	   *last_cleanup;	/* null when there was none */
+	/* the same run for flyt_metrics(), as Unix time; < 0 when none */
+	double		last_cleanup_started;
+	bool		last_cleanup_failed;
+	double		last_cleanup_success;	/* finish of the last succeeded run */
 } TableFigures;
 
 static json_t *
@@ -48,6 +53,13 @@ json_timestamp(TimestampTz ts)
 		return json_null();
 	flyt_format_timestamp(ts, buf, sizeof(buf));
 	return json_string(buf);
+}
+
+/* A timestamp as Unix time in seconds, as Prometheus wants it. */
+static double
+unix_seconds(TimestampTz ts)
+{
+	return (double) (ts - SetEpochTimestamp()) / USECS_PER_SEC;
 }
 
 static void
@@ -79,6 +91,9 @@ read_tables(TableFigures *t)
 			  "FROM flyt.cleanup_run ORDER BY id DESC LIMIT 1",
 			  0, NULL);
 	t->last_cleanup = json_null();
+	t->last_cleanup_started = -1;
+	t->last_cleanup_failed = false;
+	t->last_cleanup_success = -1;
 	if (flyt_execute(cleanup_plan, NULL, NULL, true, 0, SPI_OK_SELECT) == 1)
 	{
 		char	   *error;
@@ -104,7 +119,18 @@ read_tables(TableFigures *t)
 		error = SPI_getvalue(tuple, desc, 7);
 		json_object_set_new(t->last_cleanup, "error", error ? json_string(error) : json_null());
 		MemoryContextSwitchTo(spi_context);
+		t->last_cleanup_started = unix_seconds(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)));
+		t->last_cleanup_failed = strcmp(SPI_getvalue(tuple, desc, 4), "failed") == 0;
 	}
+
+	flyt_plan(&cleanup_success_plan,
+			  "SELECT pg_catalog.max(finished_at) FROM flyt.cleanup_run "
+			  "WHERE status OPERATOR(pg_catalog.=) 'succeeded'",
+			  0, NULL);
+	flyt_execute(cleanup_success_plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		t->last_cleanup_success = unix_seconds(DatumGetTimestampTz(d));
 	flyt_spi_finish();
 }
 
@@ -385,6 +411,50 @@ flyt_metrics(PG_FUNCTION_ARGS)
 
 	metric(&buf, "flyt_instance_circuit_state", "gauge", "Kafka circuit breaker: 0 closed, 1 half open, 2 open.");
 	appendStringInfo(&buf, "flyt_instance_circuit_state %d\n", s ? (int) s->circuit : 0);
+
+	/*
+	 * What the alerts of monitoring/flyt-instance-rules.yaml need beyond the
+	 * above (issue 14).  Timestamps are Unix seconds; a timestamp that does
+	 * not exist (no cleanup run yet, none scheduled) is left out rather than
+	 * given as 0, so that time() - x never looks like 56 years.
+	 */
+	metric(&buf, "flyt_instance_worker_running", "gauge",
+		   "1 when the background worker process runs (it is restarted 5 s after it exits).");
+	appendStringInfo(&buf, "flyt_instance_worker_running %d\n", s != NULL && s->worker_pid != 0 ? 1 : 0);
+	metric(&buf, "flyt_instance_kafka_connected", "gauge", "1 when the worker is connected to a Kafka broker.");
+	appendStringInfo(&buf, "flyt_instance_kafka_connected %d\n",
+					 s != NULL && s->worker_pid != 0 && s->connected ? 1 : 0);
+	metric(&buf, "flyt_instance_outbox_in_flight", "gauge", "Messages sent to Kafka and not yet acknowledged.");
+	appendStringInfo(&buf, "flyt_instance_outbox_in_flight %d\n", s ? (int) s->in_flight : 0);
+	{
+		int			waiting = 0;
+
+		for (int i = 0; s != NULL && i < FLYT_FLOW_REQUEST_SLOTS; i++)
+			if (s->flow_requests[i].state != FLYT_FLOW_FREE)
+				waiting++;
+		metric(&buf, "flyt_instance_flow_headers_waiting", "gauge",
+			   "Requests for flow headers waiting to be sent or answered.");
+		appendStringInfo(&buf, "flyt_instance_flow_headers_waiting %d\n", waiting);
+	}
+	metric(&buf, "flyt_instance_cleanup_interval_seconds", "gauge",
+		   "flyt_instance.cleanup_interval: time between scheduled cleanup runs.");
+	appendStringInfo(&buf, "flyt_instance_cleanup_interval_seconds %g\n", flyt_cleanup_interval_ms / 1000.0);
+	metric(&buf, "flyt_instance_cleanup_last_run_timestamp_seconds", "gauge",
+		   "Start of the last cleanup run (absent before the first).");
+	if (t.last_cleanup_started >= 0)
+		appendStringInfo(&buf, "flyt_instance_cleanup_last_run_timestamp_seconds %.3f\n", t.last_cleanup_started);
+	metric(&buf, "flyt_instance_cleanup_last_run_failed", "gauge",
+		   "1 when the last cleanup run failed (flyt.cleanup_run.error says why).");
+	appendStringInfo(&buf, "flyt_instance_cleanup_last_run_failed %d\n", t.last_cleanup_failed ? 1 : 0);
+	metric(&buf, "flyt_instance_cleanup_last_success_timestamp_seconds", "gauge",
+		   "End of the last cleanup run that succeeded (absent before the first).");
+	if (t.last_cleanup_success >= 0)
+		appendStringInfo(&buf, "flyt_instance_cleanup_last_success_timestamp_seconds %.3f\n", t.last_cleanup_success);
+	metric(&buf, "flyt_instance_cleanup_next_run_timestamp_seconds", "gauge",
+		   "When the worker runs the next cleanup (absent when the worker does not run).");
+	if (s != NULL && s->worker_pid != 0 && s->next_cleanup_at != 0)
+		appendStringInfo(&buf, "flyt_instance_cleanup_next_run_timestamp_seconds %.3f\n",
+						 unix_seconds(s->next_cleanup_at));
 
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }
