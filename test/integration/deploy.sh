@@ -219,10 +219,11 @@ if "$KUBECTL" kustomize kustomize/base >"$work/out/base.yaml" 2>"$work/out/base.
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = sorted((d["kind"], d["metadata"]["name"].rsplit("-", 1)[0] if d["kind"] == "ConfigMap" and d["metadata"]["name"] != "flyt-instance-kafka-acl" else d["metadata"]["name"]) for d in docs)
-want = [("ConfigMap", n) for n in ["flyt-instance-initdb", "flyt-instance-postgres-files", "flyt-instance-postgrest-config", "flyt-instance-proxy", "flyt-instance-proxy-env", "flyt-instance-settings", "flyt-instance-kafka-acl"]]
+want = [("ConfigMap", n) for n in ["flyt-instance-initdb", "flyt-instance-postgres-files", "flyt-instance-postgres-exporter", "flyt-instance-postgrest-config", "flyt-instance-proxy", "flyt-instance-proxy-env", "flyt-instance-settings", "flyt-instance-kafka-acl"]]
 want += [("Deployment", "flyt-instance-postgrest"), ("Deployment", "flyt-instance-proxy"), ("IngressRoute", "flyt-instance"),
          ("Service", "flyt-instance-postgres"), ("Service", "flyt-instance-postgrest"), ("Service", "flyt-instance-proxy"),
-         ("StatefulSet", "flyt-instance-postgres")]
+         ("StatefulSet", "flyt-instance-postgres"),
+         ("PodMonitor", "flyt-instance-postgres"), ("PrometheusRule", "flyt-instance")]
 assert kinds == sorted(want), kinds
 PY
 else
@@ -290,7 +291,7 @@ c = by[("Deployment", "flyt-instance-postgrest")]["spec"]["template"]["spec"]["c
 expect("postgrest image", c["image"], "postgrest/postgrest:v12.2.3")
 env = {e["name"]: e for e in c["env"]}
 for k, v in {"PGRST_DB_SCHEMAS": "flyt_api", "PGRST_DB_ANON_ROLE": "flyt_web",
-             "PGRST_DB_PRE_REQUEST": "flyt_api.authorize", "PGRST_ADMIN_SERVER_PORT": "3001"}.items():
+             "PGRST_DB_PRE_REQUEST": "flyt_api.pre_request", "PGRST_ADMIN_SERVER_PORT": "3001"}.items():
     expect(k, env.get(k, {}).get("value"), v)
 for k in ("PGRST_DB_URI", "PGRST_JWT_SECRET"):
     expect(k + " from Secret", env.get(k, {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name"), "flyt-instance-postgrest")
@@ -304,8 +305,38 @@ expect("postgres image", pc["image"], "ghcr.io/fintlabs/flyt-instance-postgres:0
 conf = by[("ConfigMap", "flyt-instance-postgres-files")]["data"]["postgresql.conf"]
 if "shared_preload_libraries = 'flyt_instance'" not in conf:
     errors.append("postgresql.conf does not preload flyt_instance")
-if "pg_isready" not in " ".join(pc["livenessProbe"]["exec"]["command"] + pc["readinessProbe"]["exec"]["command"]):
-    errors.append("postgres probes do not use pg_isready")
+# Probes: pg_isready to start, flyt_api.liveness() (not readiness: Kafka
+# down must not take the database out of the Service) after.
+if "pg_isready" not in " ".join(pc["startupProbe"]["exec"]["command"]):
+    errors.append("postgres startup probe does not use pg_isready")
+for k in ("livenessProbe", "readinessProbe"):
+    if "SELECT flyt_api.liveness()->>'status'" not in " ".join(pc[k]["exec"]["command"]):
+        errors.append("postgres %s does not use flyt_api.liveness()" % k)
+# The postgres_exporter sidecar, its queries, PodMonitor and PrometheusRule.
+ex = [c for c in sts["template"]["spec"]["containers"] if c["name"] == "postgres-exporter"]
+if len(ex) != 1:
+    errors.append("no postgres-exporter sidecar")
+else:
+    ex = ex[0]
+    expect("exporter image", ex["image"], "quay.io/prometheuscommunity/postgres-exporter:v0.11.1")
+    expect("exporter port", [(p_["name"], p_["containerPort"]) for p_ in ex["ports"]], [("metrics", 9187)])
+    expect("exporter queries", "--extend.query-path=/etc/postgres-exporter/queries.yaml" in ex["args"], True)
+    eenv = {e["name"]: e for e in ex["env"]}
+    expect("exporter user", eenv["DATA_SOURCE_USER"].get("value"), "flyt_monitor")
+    expect("exporter password", eenv["DATA_SOURCE_PASS"]["valueFrom"]["secretKeyRef"], {"name": "flyt-instance-postgres", "key": "monitor-password"})
+    qcm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("flyt-instance-postgres-exporter-")]
+    if len(qcm) != 1 or "flyt_metric_samples()" not in qcm[0]["data"]["queries.yaml"]:
+        errors.append("ConfigMap flyt-instance-postgres-exporter lacks the queries")
+pm = by[("PodMonitor", "flyt-instance-postgres")]["spec"]
+expect("PodMonitor selector", pm["selector"]["matchLabels"], {"app.kubernetes.io/name": "flyt-instance-postgres"})
+expect("PodMonitor endpoint", (pm["podMetricsEndpoints"][0]["port"], pm["podMetricsEndpoints"][0]["path"]), ("metrics", "/metrics"))
+expect("PodMonitor jobLabel", pm["jobLabel"], "app.kubernetes.io/name")
+pr = by[("PrometheusRule", "flyt-instance")]
+expect("PrometheusRule namespace", pr["metadata"].get("namespace"), ns)
+expect("PrometheusRule alerts", sorted(r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]),
+       sorted(["FlytInstanceWorkerNotRunning", "FlytInstanceCircuitOpen", "FlytInstanceDown", "FlytInstanceOutboxStuck",
+               "FlytInstanceDeadLetters", "FlytInstanceConsumerLag", "FlytInstanceCleanupFailed",
+               "FlytInstanceCleanupOverdue", "FlytInstanceMetricsDown"]))
 if not sts.get("volumeClaimTemplates"):
     errors.append("no volumeClaimTemplates")
 init = by[("ConfigMap", "flyt-instance-initdb")]["data"]["01-flyt-instance.sql"]
@@ -556,6 +587,35 @@ r=$(req GET "$p/rest/")
 check "GET .../rest/ -> PostgREST's / (the OpenAPI document)" upstream_saw "$r" 'r["method"] == "GET" and r["path"] == "/"'
 r=$(req GET /healthz)
 check "GET /healthz -> 200" test "$(status_of "$r")" = 200
+
+# The actuator (issue 14): {base}/actuator/... -> GET /rpc/<function>,
+# without Authorization or Cookie (flyt_api.pre_request needs no token for
+# these); not reachable through .../instanser/rest/ (routed from outside).
+while read -r path fn accept; do
+	r=$(req GET "$base_path/actuator/$path")
+	check "GET {base}/actuator/$path -> GET /rpc/$fn, Accept $accept, no Authorization, no Cookie" upstream_saw "$r" \
+		'r["method"] == "GET" and r["path"] == "/rpc/'"$fn"'" and r["headers"]["accept"] == "'"$accept"'" and "authorization" not in r["headers"] and "cookie" not in r["headers"]'
+done <<'EOF'
+health health application/json
+health/readiness readiness application/json
+health/liveness liveness application/json
+prometheus metrics text/plain
+EOF
+ct=$("$PY" -c 'import http.client, sys; c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5); c.request("GET", sys.argv[2]); print(c.getresponse().getheader("Content-Type"))' \
+	"$proxy_port" "$base_path/actuator/prometheus")
+check "GET {base}/actuator/prometheus: Content-Type text/plain; version=0.0.4" test "$ct" = 'text/plain; version=0.0.4; charset=utf-8'
+n_before=$(wc -l <"$work/upstream.log")
+r=$(req POST "$base_path/actuator/health" '{}' application/json)
+check "POST {base}/actuator/health -> 405" test "$(status_of "$r")" = 405
+for path in rest/rpc/health rest/rpc/readiness rest/rpc/liveness rest/rpc/metrics rest/rpc/health/ rest//rpc/metrics rest/rpc/%68ealth; do
+	r=$(req GET "$p/$path")
+	check "GET .../instanser/$path -> 404 from nginx (the actuator is not routed from outside)" test "$(status_of "$r")" = 404
+done
+r=$(req GET "/actuator/health")
+check "GET /actuator/health without the base path -> 404" test "$(status_of "$r")" = 404
+check "none of these reached the upstream" test "$(wc -l <"$work/upstream.log")" -eq "$n_before"
+r=$(req GET "$p/rest/rpc/retry")
+check "GET .../rest/rpc/retry still goes to PostgREST" upstream_saw "$r" 'r["path"] == "/rpc/retry"'
 
 # --- 6. Dockerfile -------------------------------------------------------------
 df=docker/Dockerfile
