@@ -17,7 +17,9 @@ set -euo pipefail
 # installing it over another package's /usr/bin/kubectl fails); and for
 # the real Kafka broker of the tests (script/kafka.sh), Java 17 and Maven,
 # unless a java and an mvn are there already; clang with libFuzzer for the
-# fuzz target of the wire format (test/fuzz, make fuzz).
+# fuzz target of the wire format (test/fuzz, make fuzz); Prometheus
+# (promtool and the server) and postgres_exporter for the metrics and alerts
+# (test/integration/metrics.sh; about 16 s to install on a fresh Debian 12).
 # .ci/run installs this same list.
 packages=(
 	postgresql-15
@@ -36,6 +38,9 @@ packages=(
 	gettext-base
 	clang-14
 	libclang-rt-14-dev
+	prometheus
+	prometheus-postgres-exporter
+	curl
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
