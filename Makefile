@@ -28,7 +28,8 @@ OBJS = \
 	src/flowreq.o \
 	src/worker.o \
 	src/api.o \
-	src/import.o
+	src/import.o \
+	src/deadletter.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 

@@ -160,180 +160,6 @@ ALTER TABLE flyt.instance ADD COLUMN flow_headers_requested_at timestamptz;
 COMMENT ON COLUMN flyt.instance.flow_headers_requested_at IS 'When the cleanup last asked fint-flyt-history-service for the missing flow headers';
 
 -------------------------------------------------------------------------------
--- Health and metrics for operators (issue 14): the original service's
--- /actuator/health, /actuator/health/readiness, /actuator/health/liveness and
--- /actuator/prometheus through PostgREST, and flyt_metrics() as rows for
--- postgres_exporter.  Only what flyt_status() and flyt_metrics() show: no
--- payload data, no flow headers, no token.
--------------------------------------------------------------------------------
-
-/*
- * flyt_metrics() as rows, one per sample.  postgres_exporter (the sidecar of
- * kustomize/base, monitoring/postgres-exporter-queries.yaml) reads these, so
- * the text of flyt_metrics() stays the one source of every figure.  In label
- * values \" and \\ are unescaped; a \n stays as written.
- */
-CREATE FUNCTION flyt_metric_samples(OUT metric text, OUT labels jsonb, OUT value double precision)
-RETURNS SETOF record
-LANGUAGE sql VOLATILE PARALLEL SAFE ROWS 60
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT m[1],
-	coalesce((SELECT jsonb_object_agg(l[1], regexp_replace(l[2], '\\([\\"])', '\1', 'g'))
-		FROM regexp_matches(coalesce(m[2], ''), '([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', 'g') AS l), '{}'),
-	(CASE m[3] WHEN '+Inf' THEN 'Infinity' WHEN '-Inf' THEN '-Infinity' ELSE m[3] END)::double precision
-FROM regexp_split_to_table(public.flyt_metrics(), E'\n') WITH ORDINALITY AS line(text, n),
-	regexp_match(line.text, '^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$') AS m
-WHERE m IS NOT NULL
-ORDER BY line.n
-$$;
-COMMENT ON FUNCTION flyt_metric_samples() IS
-$$flyt_metrics() as rows: metric name, labels as a JSON object, value
-One row per sample line of the Prometheus text, in its order. What the
-postgres_exporter sidecar reads (monitoring/postgres-exporter-queries.yaml).$$;
-
-/*
- * PostgREST's db-pre-request.  The four actuator functions below answer
- * without a token, as the original's actuator paths are permitAll; everything
- * else goes through flyt_api.authorize() as before (which each API function
- * calls again itself).  request.path and request.method are set by PostgREST
- * from the request it received, so only exactly these paths, GET or HEAD,
- * pass.  Who can send such a request is decided by the network: the proxy
- * serves them only under {base}/actuator/, which the IngressRoute does not
- * route, and refuses them under .../instanser/rest/.
- */
-CREATE FUNCTION flyt_api.pre_request()
-RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF current_setting('request.method', true) IN ('GET', 'HEAD')
-		AND current_setting('request.path', true) IN
-			('/rpc/health', '/rpc/readiness', '/rpc/liveness', '/rpc/metrics') THEN
-		RETURN;
-	END IF;
-	PERFORM flyt_api.authorize();
-END
-$$;
-COMMENT ON FUNCTION flyt_api.pre_request() IS
-$$PostgREST's db-pre-request: flyt_api.authorize(), except for the actuator
-GET /rpc/health, /rpc/readiness, /rpc/liveness and /rpc/metrics, which need no
-token (the proxy serves them only inside the cluster).$$;
-
-/* Answers 503 through PostgREST's response.status when DOWN. */
-CREATE FUNCTION flyt_api.health()
-RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	s jsonb := public.flyt_status();
-BEGIN
-	IF s->>'status' IS DISTINCT FROM 'UP' THEN
-		PERFORM set_config('response.status', '503', true);
-	END IF;
-	-- the brokers' addresses are not for the network
-	RETURN s #- '{kafka,bootstrap_servers}';
-END
-$$;
-COMMENT ON FUNCTION flyt_api.health() IS
-$$Health (was GET /actuator/health)
-flyt_status() without the Kafka addresses: status UP (200) or DOWN (503) with
-the reason, worker, Kafka circuit, outbox, consumer, dead letters, cleanup.$$;
-
-CREATE FUNCTION flyt_api.readiness()
-RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	s jsonb := public.flyt_status();
-BEGIN
-	IF s->>'status' IS DISTINCT FROM 'UP' THEN
-		PERFORM set_config('response.status', '503', true);
-	END IF;
-	RETURN jsonb_build_object('status', s->'status', 'reason', s->'reason');
-END
-$$;
-COMMENT ON FUNCTION flyt_api.readiness() IS
-$$Readiness (was GET /actuator/health/readiness)
-UP (200) when flyt_status() is UP: the worker runs, Kafka answers, the circuit
-is closed and the consumer has its partitions; otherwise DOWN (503) with the
-reason.$$;
-
-/*
- * Liveness never depends on Kafka: restarting Postgres does not bring a
- * broker back.  DOWN only when flyt_instance is preloaded and its worker
- * process is not there; the postmaster restarts a worker 5 s after it exits,
- * so a probe should allow a minute (kustomize/base: 6 x 10 s).
- */
-CREATE FUNCTION flyt_api.liveness()
-RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	s jsonb := public.flyt_status();
-	preloaded boolean := s->>'reason' IS DISTINCT FROM
-		'worker is not running (flyt_instance is not in shared_preload_libraries)';
-	live boolean := NOT preloaded OR coalesce((s->'worker'->>'running')::boolean, false);
-BEGIN
-	IF NOT live THEN
-		PERFORM set_config('response.status', '503', true);
-	END IF;
-	RETURN jsonb_build_object('status', CASE WHEN live THEN 'UP' ELSE 'DOWN' END,
-		'worker', jsonb_build_object('preloaded', preloaded,
-			'running', s->'worker'->'running', 'state', s->'worker'->'state'));
-END
-$$;
-COMMENT ON FUNCTION flyt_api.liveness() IS
-$$Liveness (was GET /actuator/health/liveness)
-UP (200) when the database answers and, with flyt_instance preloaded, its
-background worker runs; DOWN (503) otherwise. Kafka does not count.$$;
-
-/* PostgREST (v12) media type handler: a function returning this domain
- * answers a request with Accept: text/plain with the text as it is. */
-CREATE DOMAIN flyt_api."text/plain" AS text;
-COMMENT ON DOMAIN flyt_api."text/plain" IS
-'PostgREST media type handler: a function returning it answers text/plain';
-
-CREATE FUNCTION flyt_api.metrics()
-RETURNS flyt_api."text/plain"
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM set_config('response.headers',
-		'[{"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}]', true);
-	RETURN public.flyt_metrics();
-END
-$$;
-COMMENT ON FUNCTION flyt_api.metrics() IS
-$$Metrics (was GET /actuator/prometheus)
-flyt_metrics(): the Prometheus text format, version 0.0.4. Call with
-Accept: text/plain.$$;
-
-REVOKE EXECUTE ON FUNCTION
-	flyt_metric_samples(),
-	flyt_api.pre_request(),
-	flyt_api.health(),
-	flyt_api.readiness(),
-	flyt_api.liveness(),
-	flyt_api.metrics()
-FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-	flyt_api.pre_request(),
-	flyt_api.health(),
-	flyt_api.readiness(),
-	flyt_api.liveness(),
-	flyt_api.metrics()
-TO flyt_web;
--- pg_monitor: the predefined role monitoring agents such as postgres_exporter
--- log in with (the sidecar's flyt_monitor is a member).
-GRANT EXECUTE ON FUNCTION flyt_status(), flyt_metrics(), flyt_metric_samples() TO pg_monitor;
-
--------------------------------------------------------------------------------
 -- Dead letters an operator can act on (issue 15).
 --
 -- flyt.dead_letter rows get a status: dead until an operator redrives them
@@ -507,3 +333,177 @@ TO flyt_web;
 
 SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action_id_seq', '');
+
+-------------------------------------------------------------------------------
+-- Health and metrics for operators (issue 14): the original service's
+-- /actuator/health, /actuator/health/readiness, /actuator/health/liveness and
+-- /actuator/prometheus through PostgREST, and flyt_metrics() as rows for
+-- postgres_exporter.  Only what flyt_status() and flyt_metrics() show: no
+-- payload data, no flow headers, no token.
+-------------------------------------------------------------------------------
+
+/*
+ * flyt_metrics() as rows, one per sample.  postgres_exporter (the sidecar of
+ * kustomize/base, monitoring/postgres-exporter-queries.yaml) reads these, so
+ * the text of flyt_metrics() stays the one source of every figure.  In label
+ * values \" and \\ are unescaped; a \n stays as written.
+ */
+CREATE FUNCTION flyt_metric_samples(OUT metric text, OUT labels jsonb, OUT value double precision)
+RETURNS SETOF record
+LANGUAGE sql VOLATILE PARALLEL SAFE ROWS 60
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT m[1],
+	coalesce((SELECT jsonb_object_agg(l[1], regexp_replace(l[2], '\\([\\"])', '\1', 'g'))
+		FROM regexp_matches(coalesce(m[2], ''), '([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', 'g') AS l), '{}'),
+	(CASE m[3] WHEN '+Inf' THEN 'Infinity' WHEN '-Inf' THEN '-Infinity' ELSE m[3] END)::double precision
+FROM regexp_split_to_table(public.flyt_metrics(), E'\n') WITH ORDINALITY AS line(text, n),
+	regexp_match(line.text, '^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$') AS m
+WHERE m IS NOT NULL
+ORDER BY line.n
+$$;
+COMMENT ON FUNCTION flyt_metric_samples() IS
+$$flyt_metrics() as rows: metric name, labels as a JSON object, value
+One row per sample line of the Prometheus text, in its order. What the
+postgres_exporter sidecar reads (monitoring/postgres-exporter-queries.yaml).$$;
+
+/*
+ * PostgREST's db-pre-request.  The four actuator functions below answer
+ * without a token, as the original's actuator paths are permitAll; everything
+ * else goes through flyt_api.authorize() as before (which each API function
+ * calls again itself).  request.path and request.method are set by PostgREST
+ * from the request it received, so only exactly these paths, GET or HEAD,
+ * pass.  Who can send such a request is decided by the network: the proxy
+ * serves them only under {base}/actuator/, which the IngressRoute does not
+ * route, and refuses them under .../instanser/rest/.
+ */
+CREATE FUNCTION flyt_api.pre_request()
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF current_setting('request.method', true) IN ('GET', 'HEAD')
+		AND current_setting('request.path', true) IN
+			('/rpc/health', '/rpc/readiness', '/rpc/liveness', '/rpc/metrics') THEN
+		RETURN;
+	END IF;
+	PERFORM flyt_api.authorize();
+END
+$$;
+COMMENT ON FUNCTION flyt_api.pre_request() IS
+$$PostgREST's db-pre-request: flyt_api.authorize(), except for the actuator
+GET /rpc/health, /rpc/readiness, /rpc/liveness and /rpc/metrics, which need no
+token (the proxy serves them only inside the cluster).$$;
+
+/* Answers 503 through PostgREST's response.status when DOWN. */
+CREATE FUNCTION flyt_api.health()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s jsonb := public.flyt_status();
+BEGIN
+	IF s->>'status' IS DISTINCT FROM 'UP' THEN
+		PERFORM set_config('response.status', '503', true);
+	END IF;
+	-- the brokers' addresses are not for the network
+	RETURN s #- '{kafka,bootstrap_servers}';
+END
+$$;
+COMMENT ON FUNCTION flyt_api.health() IS
+$$Health (was GET /actuator/health)
+flyt_status() without the Kafka addresses: status UP (200) or DOWN (503) with
+the reason, worker, Kafka circuit, outbox, consumer, dead letters, cleanup.$$;
+
+CREATE FUNCTION flyt_api.readiness()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s jsonb := public.flyt_status();
+BEGIN
+	IF s->>'status' IS DISTINCT FROM 'UP' THEN
+		PERFORM set_config('response.status', '503', true);
+	END IF;
+	RETURN jsonb_build_object('status', s->'status', 'reason', s->'reason');
+END
+$$;
+COMMENT ON FUNCTION flyt_api.readiness() IS
+$$Readiness (was GET /actuator/health/readiness)
+UP (200) when flyt_status() is UP: the worker runs, Kafka answers, the circuit
+is closed and the consumer has its partitions; otherwise DOWN (503) with the
+reason.$$;
+
+/*
+ * Liveness never depends on Kafka: restarting Postgres does not bring a
+ * broker back.  DOWN only when flyt_instance is preloaded and its worker
+ * process is not there; the postmaster restarts a worker 5 s after it exits,
+ * so a probe should allow a minute (kustomize/base: 6 x 10 s).
+ */
+CREATE FUNCTION flyt_api.liveness()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s jsonb := public.flyt_status();
+	preloaded boolean := s->>'reason' IS DISTINCT FROM
+		'worker is not running (flyt_instance is not in shared_preload_libraries)';
+	live boolean := NOT preloaded OR coalesce((s->'worker'->>'running')::boolean, false);
+BEGIN
+	IF NOT live THEN
+		PERFORM set_config('response.status', '503', true);
+	END IF;
+	RETURN jsonb_build_object('status', CASE WHEN live THEN 'UP' ELSE 'DOWN' END,
+		'worker', jsonb_build_object('preloaded', preloaded,
+			'running', s->'worker'->'running', 'state', s->'worker'->'state'));
+END
+$$;
+COMMENT ON FUNCTION flyt_api.liveness() IS
+$$Liveness (was GET /actuator/health/liveness)
+UP (200) when the database answers and, with flyt_instance preloaded, its
+background worker runs; DOWN (503) otherwise. Kafka does not count.$$;
+
+/* PostgREST (v12) media type handler: a function returning this domain
+ * answers a request with Accept: text/plain with the text as it is. */
+CREATE DOMAIN flyt_api."text/plain" AS text;
+COMMENT ON DOMAIN flyt_api."text/plain" IS
+'PostgREST media type handler: a function returning it answers text/plain';
+
+CREATE FUNCTION flyt_api.metrics()
+RETURNS flyt_api."text/plain"
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM set_config('response.headers',
+		'[{"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}]', true);
+	RETURN public.flyt_metrics();
+END
+$$;
+COMMENT ON FUNCTION flyt_api.metrics() IS
+$$Metrics (was GET /actuator/prometheus)
+flyt_metrics(): the Prometheus text format, version 0.0.4. Call with
+Accept: text/plain.$$;
+
+REVOKE EXECUTE ON FUNCTION
+	flyt_metric_samples(),
+	flyt_api.pre_request(),
+	flyt_api.health(),
+	flyt_api.readiness(),
+	flyt_api.liveness(),
+	flyt_api.metrics()
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	flyt_api.pre_request(),
+	flyt_api.health(),
+	flyt_api.readiness(),
+	flyt_api.liveness(),
+	flyt_api.metrics()
+TO flyt_web;
+-- pg_monitor: the predefined role monitoring agents such as postgres_exporter
+-- log in with (the sidecar's flyt_monitor is a member).
+GRANT EXECUTE ON FUNCTION flyt_status(), flyt_metrics(), flyt_metric_samples() TO pg_monitor;

@@ -470,6 +470,175 @@ SELECT pg_catalog.pg_extension_config_dump('flyt.import_skipped', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.import_skipped_id_seq', '');
 
 -------------------------------------------------------------------------------
+-- Dead letters an operator can act on (issue 15).
+--
+-- flyt.dead_letter rows get a status: dead until an operator redrives them
+-- (an outbox message goes back into flyt.outbox with its flyt.event-id; a
+-- consumed message is applied again as the consumer applies it) or discards
+-- them, recorded with who and when.  flyt.dead_letter_action keeps every
+-- redrive and discard, failed redrives with the reason they replaced.
+-------------------------------------------------------------------------------
+
+ALTER TABLE flyt.dead_letter
+	ADD COLUMN status text NOT NULL DEFAULT 'dead',
+	ADD COLUMN resolved_at timestamptz,
+	ADD COLUMN resolved_by text,
+	ADD CONSTRAINT dead_letter_status_check CHECK (status IN ('dead', 'redriven', 'discarded')),
+	ADD CONSTRAINT dead_letter_resolved_check CHECK ((status = 'dead') = (resolved_at IS NULL));
+COMMENT ON COLUMN flyt.dead_letter.status IS 'dead until redriven (flyt_dead_letter_redrive) or discarded (flyt_dead_letter_discard)';
+COMMENT ON COLUMN flyt.dead_letter.resolved_at IS 'When it was redriven or discarded; NULL while dead';
+COMMENT ON COLUMN flyt.dead_letter.resolved_by IS 'Who redrove or discarded it: the JWT subject through the HTTP API, otherwise the calling role';
+CREATE INDEX dead_letter_status_idx ON flyt.dead_letter (status, created_at);
+
+CREATE TABLE flyt.dead_letter_action (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	dead_letter_id bigint NOT NULL REFERENCES flyt.dead_letter (id) ON DELETE CASCADE,
+	action text NOT NULL,
+	acted_at timestamptz NOT NULL DEFAULT now(),
+	acted_by text NOT NULL,
+	outbox_id bigint,
+	instance_id bigint,
+	failure_details jsonb,
+	replaced_failure_details jsonb,
+	CONSTRAINT dead_letter_action_check CHECK (action IN ('redriven', 'redrive_failed', 'discarded'))
+);
+COMMENT ON TABLE flyt.dead_letter_action IS 'Every redrive and discard of a dead letter: who, when, and what came of it';
+COMMENT ON COLUMN flyt.dead_letter_action.action IS 'redriven (queued again or applied), redrive_failed (applied again and failed: still dead), discarded';
+COMMENT ON COLUMN flyt.dead_letter_action.outbox_id IS 'The new flyt.outbox row of a redriven outbox message';
+COMMENT ON COLUMN flyt.dead_letter_action.instance_id IS 'The instance concerned, when there is one (the instance a redriven instance-received registered)';
+COMMENT ON COLUMN flyt.dead_letter_action.failure_details IS 'The failure of a redrive_failed, as in flyt.dead_letter.failure_details';
+COMMENT ON COLUMN flyt.dead_letter_action.replaced_failure_details IS 'The reason the dead letter had before a redrive_failed replaced it';
+CREATE INDEX dead_letter_action_dead_letter_idx ON flyt.dead_letter_action (dead_letter_id);
+
+CREATE FUNCTION flyt_dead_letters(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
+	status text DEFAULT NULL, with_payload boolean DEFAULT false, max_rows integer DEFAULT 100,
+	OUT id bigint, OUT dead_letter_status text, OUT dead_letter_topic text, OUT origin text,
+	OUT kafka_partition integer, OUT kafka_offset bigint, OUT outbox_id bigint,
+	OUT original_message_id text, OUT event_name text, OUT event_id text,
+	OUT failure_transience text, OUT failure_sqlstate text, OUT error_message text,
+	OUT attempts integer, OUT redrives integer, OUT created_at timestamptz,
+	OUT resolved_at timestamptz, OUT resolved_by text,
+	OUT message_key text, OUT headers jsonb, OUT payload text, OUT failure_details jsonb)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'flyt_dead_letters'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 100
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer) IS
+'The dead letters, newest first, filtered by topic, created_at in [since, until), SQLSTATE, transience and status
+Without with_payload, message_key, headers, payload and failure_details are NULL: they may hold personal data.
+max_rows: 1 to 10000.';
+
+CREATE FUNCTION flyt_dead_letter_redrive(id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_dead_letter_redrive'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_dead_letter_redrive(bigint) IS
+'Redrive one dead letter; returns redriven, failed, already_redriven, already_discarded or not_redrivable
+An outbox message is queued again with its headers (same flyt.event-id) and value; a consumed
+instance-received or instance-dispatched is applied again as the consumer applies it, and stays
+dead with the new reason when that fails. Unknown id: SQLSTATE P0002.';
+
+CREATE FUNCTION flyt_dead_letter_redrive(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
+	max_rows integer DEFAULT 100)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'flyt_dead_letter_redrive_matching'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_dead_letter_redrive(text, timestamptz, timestamptz, text, text, integer) IS
+'Redrive the dead letters that match, oldest first, at most max_rows; returns how many were redriven
+Each as flyt_dead_letter_redrive(id); a NOTICE says how many failed or could not be redriven.';
+
+CREATE FUNCTION flyt_dead_letter_discard(id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_dead_letter_discard'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_dead_letter_discard(bigint) IS
+'Discard one dead letter; returns discarded, already_discarded or already_redriven
+The row stays, with status discarded and who and when. Unknown id: SQLSTATE P0002.';
+
+CREATE FUNCTION flyt_dead_letter_discard(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
+	max_rows integer DEFAULT 100)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'flyt_dead_letter_discard_matching'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_dead_letter_discard(text, timestamptz, timestamptz, text, text, integer) IS
+'Discard the dead letters that match, oldest first, at most max_rows; returns how many were discarded';
+
+REVOKE EXECUTE ON FUNCTION
+	flyt_dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
+	flyt_dead_letter_redrive(bigint),
+	flyt_dead_letter_redrive(text, timestamptz, timestamptz, text, text, integer),
+	flyt_dead_letter_discard(bigint),
+	flyt_dead_letter_discard(text, timestamptz, timestamptz, text, text, integer)
+FROM PUBLIC;
+
+-- The admin API (INTEROP.md 6: /api/intern/admin/** needs ROLE_ADMIN).
+CREATE FUNCTION flyt_api.dead_letters(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
+	status text DEFAULT NULL, with_payload boolean DEFAULT false, max_rows integer DEFAULT 100,
+	OUT id bigint, OUT dead_letter_status text, OUT dead_letter_topic text, OUT origin text,
+	OUT kafka_partition integer, OUT kafka_offset bigint, OUT outbox_id bigint,
+	OUT original_message_id text, OUT event_name text, OUT event_id text,
+	OUT failure_transience text, OUT failure_sqlstate text, OUT error_message text,
+	OUT attempts integer, OUT redrives integer, OUT created_at timestamptz,
+	OUT resolved_at timestamptz, OUT resolved_by text,
+	OUT message_key text, OUT headers jsonb, OUT payload text, OUT failure_details jsonb)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'flyt_api_dead_letters'
+LANGUAGE C STABLE PARALLEL UNSAFE ROWS 100
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer) IS
+$$List dead letters (ADMIN)
+Newest first; filters topic, since, until, sqlstate, transience (TRANSIENT or
+PERMANENT), status (dead, redriven, discarded), max_rows (1 to 10000).
+with_payload=true adds the key, headers, value and failure details, which may
+hold personal data. Needs ADMIN (DEVELOPER implies it). Was no endpoint of the
+original; GET /api/intern/admin/instanser/dead-letters.$$;
+
+CREATE FUNCTION flyt_api.dead_letter_redrive(id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_api_dead_letter_redrive'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_api.dead_letter_redrive(bigint) IS
+$$Redrive one dead letter (ADMIN)
+Returns redriven, failed (applied again and failed: still dead, with the new
+reason), already_redriven, already_discarded or not_redrivable. 404 when the
+dead letter is unknown. Recorded with the token's subject. Needs ADMIN.
+POST /api/intern/admin/instanser/dead-letters/{id}/redrive.$$;
+
+CREATE FUNCTION flyt_api.dead_letter_discard(id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'flyt_api_dead_letter_discard'
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION flyt_api.dead_letter_discard(bigint) IS
+$$Discard one dead letter (ADMIN)
+Returns discarded, already_discarded or already_redriven. 404 when the dead
+letter is unknown. Recorded with the token's subject. Needs ADMIN.
+POST /api/intern/admin/instanser/dead-letters/{id}/discard.$$;
+
+REVOKE EXECUTE ON FUNCTION
+	flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
+	flyt_api.dead_letter_redrive(bigint),
+	flyt_api.dead_letter_discard(bigint)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
+	flyt_api.dead_letter_redrive(bigint),
+	flyt_api.dead_letter_discard(bigint)
+TO flyt_web;
+
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action_id_seq', '');
+
+-------------------------------------------------------------------------------
 -- Health and metrics for operators (issue 14): the original service's
 -- /actuator/health, /actuator/health/readiness, /actuator/health/liveness and
 -- /actuator/prometheus through PostgREST, and flyt_metrics() as rows for
@@ -642,172 +811,3 @@ TO flyt_web;
 -- pg_monitor: the predefined role monitoring agents such as postgres_exporter
 -- log in with (the sidecar's flyt_monitor is a member).
 GRANT EXECUTE ON FUNCTION flyt_status(), flyt_metrics(), flyt_metric_samples() TO pg_monitor;
-
--------------------------------------------------------------------------------
--- Dead letters an operator can act on (issue 15).
---
--- flyt.dead_letter rows get a status: dead until an operator redrives them
--- (an outbox message goes back into flyt.outbox with its flyt.event-id; a
--- consumed message is applied again as the consumer applies it) or discards
--- them, recorded with who and when.  flyt.dead_letter_action keeps every
--- redrive and discard, failed redrives with the reason they replaced.
--------------------------------------------------------------------------------
-
-ALTER TABLE flyt.dead_letter
-	ADD COLUMN status text NOT NULL DEFAULT 'dead',
-	ADD COLUMN resolved_at timestamptz,
-	ADD COLUMN resolved_by text,
-	ADD CONSTRAINT dead_letter_status_check CHECK (status IN ('dead', 'redriven', 'discarded')),
-	ADD CONSTRAINT dead_letter_resolved_check CHECK ((status = 'dead') = (resolved_at IS NULL));
-COMMENT ON COLUMN flyt.dead_letter.status IS 'dead until redriven (flyt_dead_letter_redrive) or discarded (flyt_dead_letter_discard)';
-COMMENT ON COLUMN flyt.dead_letter.resolved_at IS 'When it was redriven or discarded; NULL while dead';
-COMMENT ON COLUMN flyt.dead_letter.resolved_by IS 'Who redrove or discarded it: the JWT subject through the HTTP API, otherwise the calling role';
-CREATE INDEX dead_letter_status_idx ON flyt.dead_letter (status, created_at);
-
-CREATE TABLE flyt.dead_letter_action (
-	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	dead_letter_id bigint NOT NULL REFERENCES flyt.dead_letter (id) ON DELETE CASCADE,
-	action text NOT NULL,
-	acted_at timestamptz NOT NULL DEFAULT now(),
-	acted_by text NOT NULL,
-	outbox_id bigint,
-	instance_id bigint,
-	failure_details jsonb,
-	replaced_failure_details jsonb,
-	CONSTRAINT dead_letter_action_check CHECK (action IN ('redriven', 'redrive_failed', 'discarded'))
-);
-COMMENT ON TABLE flyt.dead_letter_action IS 'Every redrive and discard of a dead letter: who, when, and what came of it';
-COMMENT ON COLUMN flyt.dead_letter_action.action IS 'redriven (queued again or applied), redrive_failed (applied again and failed: still dead), discarded';
-COMMENT ON COLUMN flyt.dead_letter_action.outbox_id IS 'The new flyt.outbox row of a redriven outbox message';
-COMMENT ON COLUMN flyt.dead_letter_action.instance_id IS 'The instance concerned, when there is one (the instance a redriven instance-received registered)';
-COMMENT ON COLUMN flyt.dead_letter_action.failure_details IS 'The failure of a redrive_failed, as in flyt.dead_letter.failure_details';
-COMMENT ON COLUMN flyt.dead_letter_action.replaced_failure_details IS 'The reason the dead letter had before a redrive_failed replaced it';
-CREATE INDEX dead_letter_action_dead_letter_idx ON flyt.dead_letter_action (dead_letter_id);
-
-CREATE FUNCTION flyt_dead_letters(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
-	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
-	status text DEFAULT NULL, with_payload boolean DEFAULT false, max_rows integer DEFAULT 100,
-	OUT id bigint, OUT dead_letter_status text, OUT dead_letter_topic text, OUT origin text,
-	OUT kafka_partition integer, OUT kafka_offset bigint, OUT outbox_id bigint,
-	OUT original_message_id text, OUT event_name text, OUT event_id text,
-	OUT failure_transience text, OUT failure_sqlstate text, OUT error_message text,
-	OUT attempts integer, OUT redrives integer, OUT created_at timestamptz,
-	OUT resolved_at timestamptz, OUT resolved_by text,
-	OUT message_key text, OUT headers jsonb, OUT payload text, OUT failure_details jsonb)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'flyt_dead_letters'
-LANGUAGE C STABLE PARALLEL SAFE ROWS 100
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer) IS
-'The dead letters, newest first, filtered by topic, created_at in [since, until), SQLSTATE, transience and status
-Without with_payload, message_key, headers, payload and failure_details are NULL: they may hold personal data.
-max_rows: 1 to 10000.';
-
-CREATE FUNCTION flyt_dead_letter_redrive(id bigint)
-RETURNS text
-AS 'MODULE_PATHNAME', 'flyt_dead_letter_redrive'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_dead_letter_redrive(bigint) IS
-'Redrive one dead letter; returns redriven, failed, already_redriven, already_discarded or not_redrivable
-An outbox message is queued again with its headers (same flyt.event-id) and value; a consumed
-instance-received or instance-dispatched is applied again as the consumer applies it, and stays
-dead with the new reason when that fails. Unknown id: SQLSTATE P0002.';
-
-CREATE FUNCTION flyt_dead_letter_redrive(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
-	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
-	max_rows integer DEFAULT 100)
-RETURNS bigint
-AS 'MODULE_PATHNAME', 'flyt_dead_letter_redrive_matching'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_dead_letter_redrive(text, timestamptz, timestamptz, text, text, integer) IS
-'Redrive the dead letters that match, oldest first, at most max_rows; returns how many were redriven
-Each as flyt_dead_letter_redrive(id); a NOTICE says how many failed or could not be redriven.';
-
-CREATE FUNCTION flyt_dead_letter_discard(id bigint)
-RETURNS text
-AS 'MODULE_PATHNAME', 'flyt_dead_letter_discard'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_dead_letter_discard(bigint) IS
-'Discard one dead letter; returns discarded, already_discarded or already_redriven
-The row stays, with status discarded and who and when. Unknown id: SQLSTATE P0002.';
-
-CREATE FUNCTION flyt_dead_letter_discard(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
-	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
-	max_rows integer DEFAULT 100)
-RETURNS bigint
-AS 'MODULE_PATHNAME', 'flyt_dead_letter_discard_matching'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_dead_letter_discard(text, timestamptz, timestamptz, text, text, integer) IS
-'Discard the dead letters that match, oldest first, at most max_rows; returns how many were discarded';
-
-REVOKE EXECUTE ON FUNCTION
-	flyt_dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
-	flyt_dead_letter_redrive(bigint),
-	flyt_dead_letter_redrive(text, timestamptz, timestamptz, text, text, integer),
-	flyt_dead_letter_discard(bigint),
-	flyt_dead_letter_discard(text, timestamptz, timestamptz, text, text, integer)
-FROM PUBLIC;
-
--- The admin API (INTEROP.md 6: /api/intern/admin/** needs ROLE_ADMIN).
-CREATE FUNCTION flyt_api.dead_letters(topic text DEFAULT NULL, since timestamptz DEFAULT NULL,
-	until timestamptz DEFAULT NULL, sqlstate text DEFAULT NULL, transience text DEFAULT NULL,
-	status text DEFAULT NULL, with_payload boolean DEFAULT false, max_rows integer DEFAULT 100,
-	OUT id bigint, OUT dead_letter_status text, OUT dead_letter_topic text, OUT origin text,
-	OUT kafka_partition integer, OUT kafka_offset bigint, OUT outbox_id bigint,
-	OUT original_message_id text, OUT event_name text, OUT event_id text,
-	OUT failure_transience text, OUT failure_sqlstate text, OUT error_message text,
-	OUT attempts integer, OUT redrives integer, OUT created_at timestamptz,
-	OUT resolved_at timestamptz, OUT resolved_by text,
-	OUT message_key text, OUT headers jsonb, OUT payload text, OUT failure_details jsonb)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'flyt_api_dead_letters'
-LANGUAGE C STABLE PARALLEL UNSAFE ROWS 100
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer) IS
-$$List dead letters (ADMIN)
-Newest first; filters topic, since, until, sqlstate, transience (TRANSIENT or
-PERMANENT), status (dead, redriven, discarded), max_rows (1 to 10000).
-with_payload=true adds the key, headers, value and failure details, which may
-hold personal data. Needs ADMIN (DEVELOPER implies it). Was no endpoint of the
-original; GET /api/intern/admin/instanser/dead-letters.$$;
-
-CREATE FUNCTION flyt_api.dead_letter_redrive(id bigint)
-RETURNS text
-AS 'MODULE_PATHNAME', 'flyt_api_dead_letter_redrive'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_api.dead_letter_redrive(bigint) IS
-$$Redrive one dead letter (ADMIN)
-Returns redriven, failed (applied again and failed: still dead, with the new
-reason), already_redriven, already_discarded or not_redrivable. 404 when the
-dead letter is unknown. Recorded with the token's subject. Needs ADMIN.
-POST /api/intern/admin/instanser/dead-letters/{id}/redrive.$$;
-
-CREATE FUNCTION flyt_api.dead_letter_discard(id bigint)
-RETURNS text
-AS 'MODULE_PATHNAME', 'flyt_api_dead_letter_discard'
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION flyt_api.dead_letter_discard(bigint) IS
-$$Discard one dead letter (ADMIN)
-Returns discarded, already_discarded or already_redriven. 404 when the dead
-letter is unknown. Recorded with the token's subject. Needs ADMIN.
-POST /api/intern/admin/instanser/dead-letters/{id}/discard.$$;
-
-REVOKE EXECUTE ON FUNCTION
-	flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
-	flyt_api.dead_letter_redrive(bigint),
-	flyt_api.dead_letter_discard(bigint)
-FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-	flyt_api.dead_letters(text, timestamptz, timestamptz, text, text, text, boolean, integer),
-	flyt_api.dead_letter_redrive(bigint),
-	flyt_api.dead_letter_discard(bigint)
-TO flyt_web;
-
-SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action', '');
-SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_action_id_seq', '');

@@ -31,12 +31,16 @@
 
 #include "guc.h"
 #include "history.h"
+#include "deadletter.h"
 #include "retry.h"
 #include "store.h"
 
 PG_FUNCTION_INFO_V1(flyt_api_authorize);
 PG_FUNCTION_INFO_V1(flyt_api_retry);
 PG_FUNCTION_INFO_V1(flyt_api_retry_batch);
+PG_FUNCTION_INFO_V1(flyt_api_dead_letters);
+PG_FUNCTION_INFO_V1(flyt_api_dead_letter_redrive);
+PG_FUNCTION_INFO_V1(flyt_api_dead_letter_discard);
 
 #define ERRCODE_HTTP_400 MAKE_SQLSTATE('P','T','4','0','0')
 #define ERRCODE_HTTP_401 MAKE_SQLSTATE('P','T','4','0','1')
@@ -167,7 +171,7 @@ quoted_claim(const char *value)
  * part (the original's internal-client API is denyAll).
  */
 static void
-authorize(void)
+authorize_for(int required)
 {
 	const char *claims_text = GetConfigOption("request.jwt.claims", true, false);
 	json_t	   *claims = NULL;
@@ -245,20 +249,29 @@ authorize(void)
 
 	/* filter by the organisation first, then expand the hierarchy */
 	granted = with_implied_roles(held & allowed);
-	if ((granted & FLYT_REQUIRED_ROLE) == 0)
+	if ((granted & required) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_HTTP_403),
 				 errmsg("the token has no role that organisation %s authorises", quoted_claim(org)),
-				 errdetail("The token holds %s%s; flyt_instance.authorized_org_id_role_pairs lists %s for the organisation, which leaves the token with %s; the API needs %s, which a kept ADMIN or DEVELOPER implies.",
+				 errdetail("The token holds %s%s; flyt_instance.authorized_org_id_role_pairs lists %s for the organisation, which leaves the token with %s; %s.",
 						   roles == NULL ? "no roles claim" : role_names(held),
 						   unknown == 0 ? "" :
 						   psprintf(" (and %d %s that %s not a Flyt role-catalog URL)", unknown,
 									unknown == 1 ? "value" : "values", unknown == 1 ? "is" : "are"),
 						   role_names(allowed), role_names(held & allowed),
-						   role_names(FLYT_REQUIRED_ROLE)),
+						   required == FLYT_ROLE_ADMIN ?
+						   "the admin API needs ADMIN, which a kept DEVELOPER implies" :
+						   "the API needs USER, which a kept ADMIN or DEVELOPER implies"),
 				 errhint("Flyt's roles are https://role-catalog.vigoiks.no/vigo/flyt/user, .../admin and .../developer; organisations and the roles they authorise are set in flyt_instance.authorized_org_id_role_pairs.")));
 	json_decref(pairs);
 	json_decref(claims);
+}
+
+/* The API's authorisation: ROLE_USER, as the original's /api/intern paths. */
+static void
+authorize(void)
+{
+	authorize_for(FLYT_REQUIRED_ROLE);
 }
 
 /* flyt_api.authorize() → void: PostgREST's db-pre-request. */
@@ -397,4 +410,54 @@ flyt_api_retry_batch(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	flyt_retry_many((ReturnSetInfo *) fcinfo->resultinfo, ids, NULL, n, true);
 	return (Datum) 0;
+}
+
+/*
+ * The admin endpoints (dead letters): ROLE_ADMIN, as the original's
+ * /api/intern/admin paths (INTEROP.md 6), after the same organisation filter
+ * and hierarchy: DEVELOPER implies ADMIN.  Actions are recorded with the
+ * token's subject (flyt_requested_by).
+ */
+
+/* flyt_api.dead_letters(...) → setof record: GET /rpc/dead_letters. */
+Datum
+flyt_api_dead_letters(PG_FUNCTION_ARGS)
+{
+	authorize_for(FLYT_ROLE_ADMIN);
+	return flyt_dead_letters_srf(fcinfo);
+}
+
+static Datum
+dead_letter_action(FunctionCallInfo fcinfo, bool redrive)
+{
+	int64		id;
+	FlytDeadLetterOutcome outcome;
+
+	authorize_for(FLYT_ROLE_ADMIN);
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_400),
+				 errmsg("id is required")));
+	id = PG_GETARG_INT64(0);
+	outcome = redrive ? flyt_dead_letter_redrive_one(id, flyt_requested_by())
+		: flyt_dead_letter_discard_one(id, flyt_requested_by());
+	if (outcome == FLYT_DL_NOT_FOUND)
+		ereport(ERROR,
+				(errcode(ERRCODE_HTTP_404),
+				 errmsg("dead letter " INT64_FORMAT " not found", id)));
+	PG_RETURN_TEXT_P(cstring_to_text(flyt_dead_letter_outcome_name(outcome)));
+}
+
+/* flyt_api.dead_letter_redrive(id bigint) → text: POST /rpc/dead_letter_redrive. */
+Datum
+flyt_api_dead_letter_redrive(PG_FUNCTION_ARGS)
+{
+	return dead_letter_action(fcinfo, true);
+}
+
+/* flyt_api.dead_letter_discard(id bigint) → text: POST /rpc/dead_letter_discard. */
+Datum
+flyt_api_dead_letter_discard(PG_FUNCTION_ARGS)
+{
+	return dead_letter_action(fcinfo, false);
 }

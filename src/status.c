@@ -18,6 +18,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "deadletter.h"
 #include "guc.h"
 #include "plans.h"
 #include "shared.h"
@@ -82,7 +83,9 @@ read_tables(TableFigures *t)
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	t->oldest_age = isnull ? -1 : Max(DatumGetFloat8(d), 0);
 
-	flyt_plan(&dead_letter_plan, "SELECT pg_catalog.count(*) FROM flyt.dead_letter", 0, NULL);
+	/* dead until redriven or discarded (deadletter.c) */
+	flyt_plan(&dead_letter_plan, "SELECT pg_catalog.count(*) FROM flyt.dead_letter "
+			  "WHERE status OPERATOR(pg_catalog.=) 'dead'", 0, NULL);
 	flyt_execute(dead_letter_plan, NULL, NULL, true, 0, SPI_OK_SELECT);
 	t->dead_letters = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
@@ -322,6 +325,9 @@ flyt_status(PG_FUNCTION_ARGS)
 	json_object_set_new(cleanup, "next_run_at", json_timestamp(s && s->worker_pid ? s->next_cleanup_at : 0));
 	json_object_set_new(root, "cleanup", cleanup);
 
+	/* dead letters by topic and reason, redrives and discards (deadletter.c) */
+	json_object_set_new(root, "dead_letter_actions", flyt_dead_letter_status());
+
 	PG_RETURN_JSONB_P(flyt_json_to_jsonb(root));
 }
 
@@ -396,7 +402,7 @@ flyt_metrics(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf, "flyt_instance_outbox_backlog " INT64_FORMAT "\n", t.backlog);
 	metric(&buf, "flyt_instance_outbox_oldest_age_seconds", "gauge", "Age of the oldest message in flyt.outbox.");
 	appendStringInfo(&buf, "flyt_instance_outbox_oldest_age_seconds %g\n", Max(t.oldest_age, 0));
-	metric(&buf, "flyt_instance_dead_letters", "gauge", "Rows in flyt.dead_letter.");
+	metric(&buf, "flyt_instance_dead_letters", "gauge", "Dead letters not yet redriven or discarded.");
 	appendStringInfo(&buf, "flyt_instance_dead_letters " INT64_FORMAT "\n", t.dead_letters);
 
 	metric(&buf, "flyt_instance_consumer_lag", "gauge", "Messages not yet consumed, per partition.");
@@ -455,6 +461,9 @@ flyt_metrics(PG_FUNCTION_ARGS)
 	if (s != NULL && s->worker_pid != 0 && s->next_cleanup_at != 0)
 		appendStringInfo(&buf, "flyt_instance_cleanup_next_run_timestamp_seconds %.3f\n",
 						 unix_seconds(s->next_cleanup_at));
+
+	/* dead letters by topic and reason, redrives and discards (deadletter.c) */
+	flyt_dead_letter_metrics(&buf);
 
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }
