@@ -583,6 +583,27 @@ check "another organisation's base path -> 404" test "$(status_of "$r")" = 404
 r=$(req POST "$p/42/prov-igjen/")
 check "a trailing slash -> 404" test "$(status_of "$r")" = 404
 check "none of the refused requests reached the upstream" test "$(wc -l <"$work/upstream.log")" -eq "$n_before"
+# The dead-letter endpoints for ADMIN (README "Dead letters").
+a=$base_path/api/intern/admin/instanser/dead-letters
+r=$(req GET "$a?status=dead&max_rows=5")
+check "GET .../admin/instanser/dead-letters?... -> GET /rpc/dead_letters with the query string" \
+	upstream_saw "$r" 'r["method"] == "GET" and r["path"] == "/rpc/dead_letters?status=dead&max_rows=5" and r["headers"]["authorization"] == "Bearer test-token.abc" and "cookie" not in r["headers"]'
+r=$(req POST "$a/0042/redrive")
+check "POST .../dead-letters/0042/redrive -> POST /rpc/dead_letter_redrive {\"id\": 42}" \
+	upstream_saw "$r" 'r["method"] == "POST" and r["path"] == "/rpc/dead_letter_redrive" and r["body"] == "{\"id\": 42}" and r["headers"]["content-type"] == "application/json"'
+r=$(req POST "$a/7/discard?x=1")
+check "POST .../dead-letters/7/discard -> POST /rpc/dead_letter_discard {\"id\": 7}, no query string" \
+	upstream_saw "$r" 'r["path"] == "/rpc/dead_letter_discard" and r["body"] == "{\"id\": 7}"'
+n_before=$(wc -l <"$work/upstream.log")
+r=$(req POST "$a")
+check "POST .../dead-letters -> 405" test "$(status_of "$r")" = 405
+r=$(req GET "$a/7/redrive")
+check "GET .../dead-letters/7/redrive -> 405" test "$(status_of "$r")" = 405
+for bad in abc/redrive 7/requeue %22/discard 7/redrive/ 12345678901234567890/redrive; do
+	r=$(req POST "$a/$bad")
+	check "POST .../dead-letters/$bad -> 404 from nginx" test "$(status_of "$r")" = 404
+done
+check "none of the refused admin requests reached the upstream" test "$(wc -l <"$work/upstream.log")" -eq "$n_before"
 r=$(req GET "$p/rest/")
 check "GET .../rest/ -> PostgREST's / (the OpenAPI document)" upstream_saw "$r" 'r["method"] == "GET" and r["path"] == "/"'
 r=$(req GET /healthz)
