@@ -299,6 +299,15 @@ fi
 
 # --- 4. ordering while a big message backs off ---------------------------------------
 
+# C backs off 1 s, then 2 s, before it is dead-lettered: a window in which
+# what was sent meanwhile is seen on the topic while C's row still waits
+# (the record timestamp is the event's time, so it cannot tell).  A new
+# session shows the value once the postmaster reloaded, and the postmaster
+# signalled the worker before that.
+sql "ALTER SYSTEM SET flyt_instance.redelivery_millis = 1000" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+wait_until 10 sql_is 1s "SHOW flyt_instance.redelivery_millis" || fail "redelivery_millis = 1000 is loaded"
+
 # One transaction: big C (instance-registered fails), C dispatched (its
 # instance-deleted, small, same key, must wait for C's registered row),
 # small B (another key: must not wait).
@@ -343,10 +352,13 @@ fi
 # C's instance-deleted must not be on Kafka while C's instance-registered
 # still waits: every poll reads the topic first, then the outbox.
 C_OVERTAKEN=false
+C_OVERTAKEN_HOW=
 c_dead_not_overtaken() {
-	if consume_all "$T_DELETED" | jq -e --arg k "$C_ID" 'select(.key == $k)' >/dev/null &&
-		[ "$(sql_quiet "SELECT count(*) FROM flyt.outbox WHERE id = $C_OB")" = 1 ]; then
+	local seen
+	seen=$(consume_all "$T_DELETED" | jq -c --arg k "$C_ID" 'select(.key == $k)')
+	if [ -n "$seen" ] && [ "$(sql_quiet "SELECT count(*) FROM flyt.outbox WHERE id = $C_OB")" = 1 ]; then
 		C_OVERTAKEN=true
+		C_OVERTAKEN_HOW="on Kafka: $seen; outbox then: $(outbox_dump)"
 	fi
 	is_dead_lettered "$C_OB"
 }
@@ -373,7 +385,8 @@ if $C_DEAD; then
 	fi
 	if $C_OVERTAKEN; then
 		fail "same key: instance-deleted of C did not overtake C's waiting instance-registered" \
-			"C's instance-deleted was on Kafka while its instance-registered row was still in the outbox"
+			"C's instance-deleted was on Kafka while its instance-registered row was still in the outbox" \
+			"$C_OVERTAKEN_HOW"
 	else
 		pass "same key: instance-deleted of C did not overtake C's waiting instance-registered"
 	fi
