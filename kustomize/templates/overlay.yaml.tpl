@@ -48,7 +48,9 @@ patchesJson6902:
 # service in the application's namespace.
 - op: replace
   path: /spec/routes/0/match
-  value: 'Host(`${HOST}`) && PathPrefix(`${BASE_PATH}/api/intern/handlinger/instanser`)'
+  value: >-
+    Host(`${HOST}`) && (PathPrefix(`${BASE_PATH}/api/intern/handlinger/instanser`) ||
+    PathPrefix(`${BASE_PATH}/api/intern/admin/instanser`))
 - op: add
   path: /spec/routes/0/middlewares/0/namespace
   value: ${NAMESPACE}

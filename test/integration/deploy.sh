@@ -281,7 +281,8 @@ expect("IngressRoute routes", len(ir["spec"]["routes"]), 1)
 route = ir["spec"]["routes"][0]
 expect("IngressRoute kind", route["kind"], "Rule")
 expect("IngressRoute match", route["match"],
-       "Host(`%s`) && PathPrefix(`%s/api/intern/handlinger/instanser`)" % (host, base))
+       "Host(`%s`) && (PathPrefix(`%s/api/intern/handlinger/instanser`) || PathPrefix(`%s/api/intern/admin/instanser`))"
+       % (host, base, base))
 expect("IngressRoute middlewares", route.get("middlewares"), [{"name": "fint-flyt-auth-forward-sso", "namespace": ns}])
 svc = by[("Service", "flyt-instance-proxy")]["spec"]["ports"][0]["port"]
 expect("IngressRoute services", route["services"], [{"name": "flyt-instance-proxy", "namespace": ns, "port": svc}])
