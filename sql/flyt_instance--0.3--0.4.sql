@@ -156,8 +156,12 @@ SELECT pg_catalog.pg_extension_config_dump('flyt.import_skipped_id_seq', '');
 -- records when it asked for those of an instance that has none.
 -------------------------------------------------------------------------------
 
-ALTER TABLE flyt.instance ADD COLUMN flow_headers_requested_at timestamptz;
-COMMENT ON COLUMN flyt.instance.flow_headers_requested_at IS 'When the cleanup last asked fint-flyt-history-service for the missing flow headers';
+CREATE TABLE flyt.flow_headers_request (
+	instance_id bigint PRIMARY KEY,
+	requested_at timestamptz NOT NULL
+);
+COMMENT ON TABLE flyt.flow_headers_request IS 'When the cleanup last asked fint-flyt-history-service for the flow headers of an instance that has none (kept apart from flyt.instance, so that asking locks no instance row the worker needs to store the reply)';
+SELECT pg_catalog.pg_extension_config_dump('flyt.flow_headers_request', '');
 
 -------------------------------------------------------------------------------
 -- Dead letters an operator can act on (issue 15).

@@ -31,18 +31,22 @@ CREATE TABLE flyt.instance (
 	source_application_instance_id text,
 	integration_id bigint,
 	created_at timestamptz NOT NULL DEFAULT now(),
-	flow_headers_requested_at timestamptz,
 	CONSTRAINT instance_payload_is_object CHECK (jsonb_typeof(payload) = 'object'),
 	CONSTRAINT instance_flow_headers_is_object CHECK (flow_headers IS NULL OR jsonb_typeof(flow_headers) = 'object')
 );
 COMMENT ON TABLE flyt.instance IS 'One row per registered instance; id is the instanceId the rest of Flyt sees';
 COMMENT ON COLUMN flyt.instance.payload IS 'The instance tree: {"valuePerKey": {...}, "objectCollectionPerKey": {"k": [instance, ...]}}';
 COMMENT ON COLUMN flyt.instance.flow_headers IS 'InstanceFlowHeaders as received, with instanceId filled in; NULL when the instance was stored without them';
-COMMENT ON COLUMN flyt.instance.flow_headers_requested_at IS 'When the cleanup last asked fint-flyt-history-service for the missing flow headers';
 -- Cleanup scans by age.
 CREATE INDEX instance_created_at_idx ON flyt.instance (created_at);
 -- Operators look instances up by the source system's own id.
 CREATE INDEX instance_source_application_idx ON flyt.instance (source_application_id, source_application_instance_id);
+
+CREATE TABLE flyt.flow_headers_request (
+	instance_id bigint PRIMARY KEY,
+	requested_at timestamptz NOT NULL
+);
+COMMENT ON TABLE flyt.flow_headers_request IS 'When the cleanup last asked fint-flyt-history-service for the flow headers of an instance that has none (kept apart from flyt.instance, so that asking locks no instance row the worker needs to store the reply)';
 
 CREATE TABLE flyt.instance_event (
 	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -274,6 +278,7 @@ SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.dead_letter_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run', '');
 SELECT pg_catalog.pg_extension_config_dump('flyt.cleanup_run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('flyt.flow_headers_request', '');
 
 -------------------------------------------------------------------------------
 -- flyt_web: PostgREST's anonymous role.  FINT's tokens carry no role claim,

@@ -12,7 +12,9 @@
  * Expired instances without flow headers (imported from the Java service)
  * are first asked of fint-flyt-history-service, as the original did before
  * every deletion (flowreq.c): each batch asks for up to ASK_PER_BATCH of
- * them and records when (flow_headers_requested_at).  The worker stores a
+ * them and records when in flyt.flow_headers_request (a table of its own,
+ * so that asking locks no instance row the worker needs to store the
+ * reply, however long the asking transaction stays open).  The worker stores a
  * reply on the instance, which is then deleted with its instance-deleted;
  * one asked for longer than flow_headers_timeout ago without headers
  * (history-service has none, or no answer) is deleted without an event,
@@ -76,10 +78,11 @@ ask_for_missing_headers(TimestampTz cutoff)
 	int			taken;
 
 	flyt_plan(&unasked_plan,
-			  "SELECT id FROM flyt.instance"
-			  " WHERE created_at OPERATOR(pg_catalog.<) $1 AND flow_headers IS NULL"
-			  "   AND flow_headers_requested_at IS NULL"
-			  " ORDER BY created_at LIMIT $2",
+			  "SELECT i.id FROM flyt.instance i"
+			  " WHERE i.created_at OPERATOR(pg_catalog.<) $1 AND i.flow_headers IS NULL"
+			  "   AND NOT EXISTS (SELECT FROM flyt.flow_headers_request r"
+			  "                   WHERE r.instance_id OPERATOR(pg_catalog.=) i.id)"
+			  " ORDER BY i.created_at LIMIT $2",
 			  2, unasked_types);
 	values[0] = TimestampTzGetDatum(cutoff);
 	values[1] = Int32GetDatum(ASK_PER_BATCH);
@@ -100,12 +103,13 @@ ask_for_missing_headers(TimestampTz cutoff)
 		return;					/* the worker cannot ask now: ask again next time */
 
 	flyt_plan(&asked_plan,
-			  "UPDATE flyt.instance SET flow_headers_requested_at = pg_catalog.now()"
-			  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
+			  "INSERT INTO flyt.flow_headers_request (instance_id, requested_at)"
+			  " SELECT id, pg_catalog.now() FROM pg_catalog.unnest($1) AS id"
+			  " ON CONFLICT (instance_id) DO UPDATE SET requested_at = EXCLUDED.requested_at",
 			  1, asked_types);
 	values[0] = PointerGetDatum(construct_array(elems, taken, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	flyt_execute(asked_plan, values, NULL, false, 0, SPI_OK_UPDATE);
+	flyt_execute(asked_plan, values, NULL, false, 0, SPI_OK_INSERT);
 }
 
 /* now() minus flyt_instance.time_to_keep_instance_in_days. */
@@ -141,7 +145,10 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "WITH victims AS ("
 					 "  SELECT id FROM flyt.instance"
 					 "  WHERE created_at OPERATOR(pg_catalog.<) $1"
-					 "    AND (flow_headers IS NOT NULL OR NOT $6 OR flow_headers_requested_at OPERATOR(pg_catalog.<) $5)"
+					 "    AND (flow_headers IS NOT NULL OR NOT $6 OR EXISTS ("
+					 "         SELECT FROM flyt.flow_headers_request r"
+					 "         WHERE r.instance_id OPERATOR(pg_catalog.=) instance.id"
+					 "           AND r.requested_at OPERATOR(pg_catalog.<) $5))"
 					 "  ORDER BY created_at LIMIT $2"
 					 "  FOR UPDATE SKIP LOCKED"
 					 "), deleted AS ("
@@ -152,6 +159,9 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "  DELETE FROM flyt.instance_event e"
 					 "  WHERE e.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
 					 "  RETURNING e.instance_id, e.version"
+					 "), asked AS ("
+					 "  DELETE FROM flyt.flow_headers_request r"
+					 "  WHERE r.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
 					 "), last_version AS ("
 					 "  SELECT instance_id, pg_catalog.max(version) AS version FROM history GROUP BY instance_id"
 					 "), events AS ("
@@ -202,14 +212,24 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 2, purge_types);
 	result->history_purged = flyt_execute(plan, values, nulls, false, 0, SPI_OK_DELETE);
 
-	plan = flyt_plan(&held_plan,
-					 "SELECT pg_catalog.count(*) FROM flyt.instance"
-					 " WHERE created_at OPERATOR(pg_catalog.<) $1 AND flow_headers IS NULL"
-					 "   AND flow_headers_requested_at OPERATOR(pg_catalog.>=) $2",
-					 2, held_types);
-	values[1] = TimestampTzGetDatum(asked_before);
-	flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
-	result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/*
+	 * Held back: expired without flow headers, and either asked for less
+	 * than the timeout ago or not asked for yet (no request slot was free:
+	 * the next run asks).  Nothing is held back when nobody can be asked.
+	 */
+	result->held_back = 0;
+	if (can_ask)
+	{
+		plan = flyt_plan(&held_plan,
+						 "SELECT pg_catalog.count(*) FROM flyt.instance i"
+						 " LEFT JOIN flyt.flow_headers_request r ON r.instance_id OPERATOR(pg_catalog.=) i.id"
+						 " WHERE i.created_at OPERATOR(pg_catalog.<) $1 AND i.flow_headers IS NULL"
+						 "   AND (r.requested_at IS NULL OR r.requested_at OPERATOR(pg_catalog.>=) $2)",
+						 2, held_types);
+		values[1] = TimestampTzGetDatum(asked_before);
+		flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
+		result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
 
 	flyt_count(FLYT_COUNT_DELETED, result->deleted);
 	if (result->deleted > result->deleted_without_event)

@@ -18,7 +18,8 @@ typedef struct FlytCleanupResult
 	int64		deleted_without_event;	/* of which had no flow headers */
 	int64		history_purged; /* history rows whose window had passed */
 	int64		held_back;		/* expired, without flow headers, asked for
-								 * less than flow_headers_timeout ago */
+								 * less than flow_headers_timeout ago or not
+								 * yet (no request slot was free) */
 } FlytCleanupResult;
 
 /* The worker's scheduled cleanup: one run, many batches. */

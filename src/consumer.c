@@ -721,7 +721,6 @@ flyt_consumer_committed(FlytConsumer *consumer, rd_kafka_t *rk, rd_kafka_message
 	}
 	for (int i = 0; i < n; i++)
 		rd_kafka_message_destroy(messages[i]);
-	flyt_flow_replies_committed();
 	if (offsets->cnt > 0)
 		(void) rd_kafka_commit(rk, offsets, 1);
 	rd_kafka_topic_partition_list_destroy(offsets);

@@ -46,6 +46,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
@@ -67,7 +68,14 @@
 /* How often a backend waiting for a free slot looks again. */
 #define SLOT_POLL_MS 100
 
+/* Slots the cleanup may hold at once (nobody waits on them). */
+#define MAX_UNATTENDED (FLYT_FLOW_REQUEST_SLOTS / 2)
+
+/* After twice the timeout and this, the worker frees a slot a backend left. */
+#define SLOT_GRACE_MS 5000
+
 static SPIPlanPtr store_plan = NULL;
+static bool exit_callback_registered = false;
 
 /* ---------------------------------------------------------------------------
  * Backends
@@ -150,6 +158,30 @@ outcome_of(FlytFlowRequestState state)
 	}
 }
 
+/*
+ * At backend exit, frees every slot this backend waits on: a FATAL error
+ * (pg_terminate_backend, a lost client) or postmaster death leaves the wait
+ * without the PG_FINALLY that frees them otherwise.
+ */
+static void
+release_slots_at_exit(int code, Datum arg)
+{
+	if (flyt_shared == NULL || MyProc == NULL)
+		return;
+	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
+	for (int s = 0; s < FLYT_FLOW_REQUEST_SLOTS; s++)
+	{
+		FlytFlowRequest *r = &flyt_shared->flow_requests[s];
+
+		if (r->waiter == MyProc && r->state != FLYT_FLOW_FREE)
+		{
+			r->state = FLYT_FLOW_FREE;
+			r->waiter = NULL;
+		}
+	}
+	LWLockRelease(flyt_shared->lock);
+}
+
 /* Frees the slots still held (slot >= 0) whose generation is still ours. */
 static void
 release_slots(int *slots, const uint32 *generations, int n)
@@ -202,6 +234,11 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 	slots = palloc(sizeof(int) * n);
 	generations = palloc(sizeof(uint32) * n);
 	correlations = new_correlation_ids(n);
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(release_slots_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
 	for (int i = 0; i < n; i++)
 		slots[i] = -1;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), flyt_flow_headers_timeout_ms);
@@ -274,6 +311,9 @@ flyt_flow_headers_fetch(const int64 *ids, int n, FlytFlowOutcome *outcomes)
 		release_slots(slots, generations, submitted);
 	}
 	PG_END_TRY();
+	/* never sent: no request slot was free in time */
+	for (int i = submitted; i < n; i++)
+		outcomes[i] = FLYT_FLOW_OUTCOME_UNAVAILABLE;
 	pfree(slots);
 	pfree(generations);
 	pfree(correlations);
@@ -288,13 +328,19 @@ int
 flyt_flow_headers_request_nowait(const int64 *ids, int n)
 {
 	int			taken = 0;
+	int			unattended = 0;
 	pg_uuid_t  *correlations;
 
 	if (n == 0 || !flyt_flow_can_ask())
 		return 0;
 	correlations = new_correlation_ids(n);
 	LWLockAcquire(flyt_shared->lock, LW_EXCLUSIVE);
-	while (taken < n)
+	/* at most half of the slots for nobody's waits: retries keep the rest */
+	for (int s = 0; s < FLYT_FLOW_REQUEST_SLOTS; s++)
+		if (flyt_shared->flow_requests[s].state != FLYT_FLOW_FREE &&
+			flyt_shared->flow_requests[s].waiter == NULL)
+			unattended++;
+	while (taken < n && unattended + taken < MAX_UNATTENDED)
 	{
 		uint32		generation;
 
@@ -324,7 +370,7 @@ flyt_flow_outcome_detail(FlytFlowOutcome outcome)
 		case FLYT_FLOW_OUTCOME_TIMEOUT:
 			return "fint-flyt-history-service did not answer within flyt_instance.flow_headers_timeout";
 		case FLYT_FLOW_OUTCOME_UNAVAILABLE:
-			return "they could not be asked of fint-flyt-history-service (the worker does not run, Kafka is off, or the request could not be sent)";
+			return "they could not be asked of fint-flyt-history-service (the worker does not run, Kafka is off, no request slot was free, or the request could not be sent)";
 	}
 	return "";
 }
@@ -396,6 +442,14 @@ flyt_flow_requests_send(rd_kafka_t *producer)
 		else if (r->waiter == NULL && r->state != FLYT_FLOW_FREE &&
 				 TimestampDifferenceExceeds(r->requested_at, now, flyt_flow_headers_timeout_ms))
 			r->state = FLYT_FLOW_FREE;	/* the cleanup's, unanswered */
+		else if (r->state != FLYT_FLOW_FREE &&
+				 TimestampDifferenceExceeds(r->requested_at, now,
+											2 * flyt_flow_headers_timeout_ms + SLOT_GRACE_MS))
+		{
+			/* its backend is long past its deadline and did not free it */
+			r->state = FLYT_FLOW_FREE;
+			r->waiter = NULL;
+		}
 	}
 	LWLockRelease(flyt_shared->lock);
 	if (npending == 0)
@@ -555,8 +609,9 @@ flyt_flow_reply_apply(const rd_kafka_message_t *msg)
 }
 
 /*
- * After the batch committed: the requests it answered are answered, and
- * their backends woken (the cleanup's are freed).
+ * After a round of a consumed batch committed (called after every round:
+ * the next round starts with flyt_flow_replies_reset): the requests it
+ * answered are answered, and their backends woken (the cleanup's freed).
  */
 void
 flyt_flow_replies_committed(void)

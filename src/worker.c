@@ -591,6 +591,8 @@ consume(void)
 				flyt_consumer_apply(&worker.consumer, worker.batch, start, worker.nbatch,
 									bad, bad_error);
 				end_step();
+				/* the flow headers this round stored are answered now */
+				flyt_flow_replies_committed();
 				start = bad >= 0 ? bad + 1 : worker.nbatch;
 				bad = -1;
 				bad_error = NULL;

@@ -71,21 +71,7 @@ fi
 
 # What flyt_register_instance does, without its check that the message fits
 # into message.max.bytes: a row the producer refuses every time.
-sql "CREATE FUNCTION test_register_unsendable(h jsonb, v jsonb) RETURNS bigint LANGUAGE plpgsql AS \$\$
-DECLARE
-	i bigint;
-BEGIN
-	INSERT INTO flyt.instance (payload, source_application_id) VALUES (v, (h->>'sourceApplicationId')::bigint)
-	RETURNING id INTO i;
-	UPDATE flyt.instance SET flow_headers = h || jsonb_build_object('instanceId', i) WHERE id = i;
-	INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (i, 1, 'REGISTERED');
-	INSERT INTO flyt.outbox (event_name, topic, key, headers, value)
-	VALUES ('instance-registered', '$T_REGISTERED', i::text,
-		jsonb_build_object('flyt.instance-flow-headers', flyt.wire_json(h || jsonb_build_object('instanceId', i)),
-			'flyt.event-id', gen_random_uuid()::text),
-		flyt_instance(i)::text);
-	RETURN i;
-END \$\$" >/dev/null
+unsendable
 
 # --- 1. an outbox message dead-lettered -----------------------------------------------
 

@@ -93,7 +93,7 @@ def flow: hdr("flyt.instance-flow-headers") as $x | if $x == null then null else
 def eventid: hdr("flyt.event-id");
 def isnum: type == "string" and test("^[0-9]+$");
 def isuuid: type == "string" and test("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$");
-def ms_utc: type == "string" and test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$");
+def java_date: type == "string" and test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}\\+00:00$");
 '
 
 # --- results -----------------------------------------------------------------
@@ -463,6 +463,28 @@ metric_sum() {
 				s += f[1]; seen = 1
 			}
 			END { if (seen) printf "%g\n", s }'
+}
+
+# unsendable — creates test_register_unsendable(headers, instance): what
+# flyt_register_instance does, without its check that instance-registered
+# fits into the producer's message.max.bytes, so that a row the producer
+# refuses every time can be queued.
+unsendable() {
+	sql "CREATE FUNCTION test_register_unsendable(h jsonb, v jsonb) RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE
+	i bigint;
+BEGIN
+	INSERT INTO flyt.instance (payload, source_application_id) VALUES (v, (h->>'sourceApplicationId')::bigint)
+	RETURNING id INTO i;
+	UPDATE flyt.instance SET flow_headers = h || jsonb_build_object('instanceId', i) WHERE id = i;
+	INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (i, 1, 'REGISTERED');
+	INSERT INTO flyt.outbox (event_name, topic, key, headers, value)
+	VALUES ('instance-registered', '$T_REGISTERED', i::text,
+		jsonb_build_object('flyt.instance-flow-headers', flyt.wire_flow_headers(h || jsonb_build_object('instanceId', i)),
+			'flyt.event-id', gen_random_uuid()::text),
+		flyt_instance(i)::text);
+	RETURN i;
+END \$\$" >/dev/null
 }
 
 # --- Kafka through kcat ----------------------------------------------------------

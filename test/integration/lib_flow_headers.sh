@@ -186,6 +186,24 @@ flow_headers_checks() {
 	check_eq "no instance-retry-request-error when there are no headers (the original sends none)" "0 0" \
 		"$(sql "SELECT count(*) FROM flyt.outbox WHERE event_name IN ('instance-retry-request-error', 'instance-error')") $(topic_count "$T_RETRY_ERROR")"
 
+	# --- a backend terminated while it waits frees its slot ------------------------
+	local idk pid
+	idk=$(headless_instance) || bail "an instance without flow headers"
+	sql "SELECT flyt_retry($idk)" >/dev/null 2>&1 &
+	pid=$!
+	IT_PIDS+=("$pid")
+	if wait_until 10 sql_is 1 "SELECT (flyt_status()->'flow_headers'->>'waiting')::int"; then
+		sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT flyt_retry($idk)%'" >/dev/null
+		wait "$pid" 2>/dev/null || true
+		if wait_until 2 sql_is 0 "SELECT (flyt_status()->'flow_headers'->>'waiting')::int"; then
+			pass "a backend terminated while it waits for a reply frees its request slot at once"
+		else
+			fail "a backend terminated while it waits for a reply frees its request slot at once" "$(show_status)"
+		fi
+	else
+		fail "a waiting retry holds one request slot" "$(show_status)"
+	fi
+
 	# --- a batch asks for everything at once ---------------------------------------------
 	local b1 b2 b3 u1 u2 u3
 	b1=$(headless_instance) && b2=$(headless_instance) && b3=$(headless_instance) || bail "instances without flow headers"
@@ -222,7 +240,7 @@ flow_headers_checks() {
 	fi
 	check_eq "cleanup: the answered one goes at once" 1 "$(sql "SELECT flyt_cleanup()")"
 	wait_until $((FLOW_TIMEOUT_S + 2)) sql_is 1 \
-		"SELECT count(*) FROM flyt.instance WHERE flow_headers_requested_at < now() - interval '${FLOW_TIMEOUT_S}s'" ||
+		"SELECT count(*) FROM flyt.flow_headers_request WHERE requested_at < now() - interval '${FLOW_TIMEOUT_S}s'" ||
 		true
 	deleted=$(sql "SELECT flyt_cleanup()")
 	check_eq "cleanup: the one history-service does not know goes after the timeout" \

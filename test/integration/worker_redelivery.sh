@@ -6,7 +6,7 @@
 #   - the producer is given message.max.bytes=1000, so librdkafka refuses
 #     any larger message locally: a delivery that always fails.  (Such an
 #     instance cannot be registered any more: flyt_register_instance refuses
-#     what could never be sent.  test_register_unsendable, made here, queues
+#     what could never be sent.  test_register_unsendable (lib.sh) queues
 #     its instance-registered all the same.)  A big
 #     instance's instance-registered row is tried 1 + redelivery_max_no (2)
 #     times, its attempts climb, then it moves to flyt.dead_letter
@@ -102,27 +102,6 @@ BIG_VALUE=$(jq -c --arg s "$BIG_STRING" '.valuePerKey.vedlegg = $s' <<<"$FIX_VAL
 SMALL_VALUE='{"valuePerKey":{"a":"b"},"objectCollectionPerKey":{}}'
 SMALL_HEADERS=$(jq -c '.fileIds = [] | .sourceApplicationInstanceId = "small"' <<<"$FIX_HEADERS")
 
-# unsendable — creates test_register_unsendable(headers, instance): what
-# flyt_register_instance does, without its check that instance-registered
-# fits into the producer's message.max.bytes (1000 here), so that a row
-# the producer refuses every time can be queued.
-unsendable() {
-	sql "CREATE FUNCTION test_register_unsendable(h jsonb, v jsonb) RETURNS bigint LANGUAGE plpgsql AS \$\$
-DECLARE
-	i bigint;
-BEGIN
-	INSERT INTO flyt.instance (payload, source_application_id) VALUES (v, (h->>'sourceApplicationId')::bigint)
-	RETURNING id INTO i;
-	UPDATE flyt.instance SET flow_headers = h || jsonb_build_object('instanceId', i) WHERE id = i;
-	INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (i, 1, 'REGISTERED');
-	INSERT INTO flyt.outbox (event_name, topic, key, headers, value)
-	VALUES ('instance-registered', '$T_REGISTERED', i::text,
-		jsonb_build_object('flyt.instance-flow-headers', flyt.wire_json(h || jsonb_build_object('instanceId', i)),
-			'flyt.event-id', gen_random_uuid()::text),
-		flyt_instance(i)::text);
-	RETURN i;
-END \$\$" >/dev/null
-}
 
 # register_big — registers BIG_VALUE; sets BIG_ID, BIG_QUEUED_MS (commit
 # time, ms), BIG_OB (outbox id of its instance-registered row) and
