@@ -16,7 +16,7 @@ psql_q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 work=$(mktemp -d)
 cleanup() {
-	psql_q -d postgres -c 'DROP DATABASE IF EXISTS flyt_upgrade_fresh' -c 'DROP DATABASE IF EXISTS flyt_upgrade_path' >/dev/null 2>&1 || true
+	psql_q -d postgres -c 'DROP DATABASE IF EXISTS flyt_upgrade_fresh' -c 'DROP DATABASE IF EXISTS flyt_upgrade_path' -c 'DROP DATABASE IF EXISTS flyt_upgrade_wire' >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -115,6 +115,26 @@ for from in $versions; do
 		not_ok "data of $from is kept and usable after the update"
 	fi
 done
+
+# 0.3 -> 0.4 rewrites what waits in the outbox to the original's wire form:
+# flow headers as Jackson writes InstanceFlowHeaders, error args null.
+psql_q -d postgres -c 'DROP DATABASE IF EXISTS flyt_upgrade_wire' -c 'CREATE DATABASE flyt_upgrade_wire'
+psql_q -d flyt_upgrade_wire -c "CREATE EXTENSION flyt_instance VERSION '0.3'"
+psql_q -d flyt_upgrade_wire -c "INSERT INTO flyt.outbox (event_name, topic, key, headers, value) VALUES (
+	'instance-registration-error', 'fintlabs-no.flyt.event.error.instance-registration-error', NULL,
+	jsonb_build_object('flyt.instance-flow-headers',
+		'{\"correlationId\":\"9B7A1F0E-3C55-4E0A-9D1E-5F2B0C1D7A11\",\"sourceApplicationId\":2,\"futureField\":{\"x\":1}}',
+		'flyt.event-id', 'b1d6f6a2-6f0a-4f61-9d39-0d3c6b1c2a11'),
+	'{\"errors\":[{\"errorCode\":\"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR\",\"args\":{}}]}')"
+psql_q -d flyt_upgrade_wire -c "ALTER EXTENSION flyt_instance UPDATE TO '0.4'"
+got=$(psql_q -d flyt_upgrade_wire -c "SELECT headers ->> 'flyt.instance-flow-headers' || ' ' || value || ' ' || (headers ->> 'flyt.event-id') FROM flyt.outbox")
+want='{"sourceApplicationId":2,"sourceApplicationIntegrationId":null,"sourceApplicationInstanceId":null,"fileIds":null,"correlationId":"9b7a1f0e-3c55-4e0a-9d1e-5f2b0c1d7a11","integrationId":null,"instanceId":null,"configurationId":null,"archiveInstanceId":null} {"errors":[{"errorCode":"FINT_FLYT_INSTANCE_SERVICE_GENERAL_SYSTEM_ERROR","args":null}]} b1d6f6a2-6f0a-4f61-9d39-0d3c6b1c2a11'
+if [ "$got" = "$want" ]; then
+	ok "0.3 -> 0.4 rewrites a waiting outbox row to the original's wire form, its event id kept"
+else
+	not_ok "0.3 -> 0.4 rewrites a waiting outbox row to the original's wire form, its event id kept"
+	printf '#   want: %s\n#   got:  %s\n' "$want" "$got"
+fi
 
 # The install script for the current version and the update scripts must
 # all be packaged.
