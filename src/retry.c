@@ -141,14 +141,21 @@ flyt_retry_fetch_flow_headers(const int64 *ids, int n, FlytFlowOutcome *why)
 }
 
 /*
- * flyt_retry_instance, after asking history-service for the flow headers
- * when the instance has none; *why says what that request came to.
+ * flyt_retry_instance; when the instance has no flow headers, it asks
+ * history-service for them and tries once more.  *why says what that
+ * request came to (FLYT_FLOW_OUTCOME_ANSWERED when none was needed).  The
+ * common case costs nothing extra.
  */
 FlytRetryOutcome
 flyt_retry_one(int64 instance_id, const char *requested_by, pg_uuid_t *correlation_id,
 			   FlytFlowOutcome *why)
 {
-	flyt_retry_fetch_flow_headers(&instance_id, 1, why);
+	FlytRetryOutcome outcome = flyt_retry_instance(instance_id, requested_by, correlation_id);
+
+	*why = FLYT_FLOW_OUTCOME_ANSWERED;
+	if (outcome != FLYT_RETRY_NO_FLOW_HEADERS)
+		return outcome;
+	flyt_flow_headers_fetch(&instance_id, 1, why);
 	return flyt_retry_instance(instance_id, requested_by, correlation_id);
 }
 
