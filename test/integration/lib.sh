@@ -309,6 +309,18 @@ without_broker_fds() {
 	eval "\"\$@\" $redir"
 }
 
+# spawn COMMAND... — start a program in the background without the broker's
+# fifos, as the program itself (exec), so that $! is its pid and killing it
+# (IT_PIDS, it_teardown) stops it.  (A function or `without_broker_fds`
+# started with & runs in a subshell whose child the kill would miss.)
+spawn() {
+	(
+		if [ "$broker_in" -ge 0 ]; then exec {broker_in}>&-; fi
+		if [ "$broker_out" -ge 0 ]; then exec {broker_out}<&-; fi
+		exec "$@"
+	) &
+}
+
 # broker_stop — "quit", then EOF on stdin; KILL after 10 s.  Idempotent.
 broker_stop() {
 	[ -n "$broker_pid" ] || return 0

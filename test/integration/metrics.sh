@@ -167,9 +167,9 @@ check_eq "flyt_web may execute only what flyt_api grants" "f|f|t" \
 sql "CREATE ROLE flyt_monitor LOGIN IN ROLE pg_monitor" >/dev/null
 EXP_PORT=$(free_port)
 DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=flyt_monitor dbname=postgres sslmode=disable" \
-	without_broker_fds "$EXPORTER" --web.listen-address="127.0.0.1:$EXP_PORT" \
+	spawn "$EXPORTER" --web.listen-address="127.0.0.1:$EXP_PORT" \
 	--extend.query-path="$FLYT_REPO/kustomize/base/files/postgres-exporter-queries.yaml" \
-	--log.level=warn >"$WORK/exporter.log" 2>&1 &
+	--log.level=warn >"$WORK/exporter.log" 2>&1
 IT_PIDS+=($!)
 scrape() { curl -fsS --max-time 5 "http://127.0.0.1:$EXP_PORT/metrics"; }
 exporter_has() { scrape 2>/dev/null | grep -q '^flyt_instance_up'; }
@@ -215,8 +215,8 @@ scrape_configs:
   - targets: ['127.0.0.1:$EXP_PORT']
     labels: {namespace: fintlabs-no, pod: flyt-instance-postgres-0}
 EOF
-without_broker_fds prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
-	--web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
+spawn prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+	--web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1
 IT_PIDS+=($!)
 api() { curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/$1"; }
 # firing NAME — the names of the alerts in state firing, or NAME's state.
