@@ -1,6 +1,7 @@
 -- The HTTP surface (schema flyt_api) as PostgREST v12 calls it: this file
--- replays PostgREST's per-request SQL (../shared/POSTGREST.md) and maps
--- SQLSTATEs to HTTP statuses as PostgREST does.
+-- replays the SQL PostgREST runs for each request (transaction, role,
+-- request.jwt.claims, db-pre-request) and maps SQLSTATEs to HTTP statuses
+-- as PostgREST does.
 --
 -- Authorisation is the original resource server's (INTEROP.md section 6):
 -- user tokens with organizationid, objectidentifier and roles; the roles
