@@ -162,6 +162,10 @@ CREATE TABLE flyt.flow_headers_request (
 );
 COMMENT ON TABLE flyt.flow_headers_request IS 'When the cleanup last asked fint-flyt-history-service for the flow headers of an instance that has none (kept apart from flyt.instance, so that asking locks no instance row the worker needs to store the reply)';
 SELECT pg_catalog.pg_extension_config_dump('flyt.flow_headers_request', '');
+-- The cleanup finds expired instances without flow headers (imported ones,
+-- to be asked of history-service) without walking every expired instance.
+CREATE INDEX instance_without_flow_headers_idx ON flyt.instance (created_at) WHERE flow_headers IS NULL;
+
 
 -------------------------------------------------------------------------------
 -- Dead letters an operator can act on (issue 15).

@@ -41,6 +41,9 @@ COMMENT ON COLUMN flyt.instance.flow_headers IS 'InstanceFlowHeaders as received
 CREATE INDEX instance_created_at_idx ON flyt.instance (created_at);
 -- Operators look instances up by the source system's own id.
 CREATE INDEX instance_source_application_idx ON flyt.instance (source_application_id, source_application_instance_id);
+-- The cleanup finds expired instances without flow headers (imported ones,
+-- to be asked of history-service) without walking every expired instance.
+CREATE INDEX instance_without_flow_headers_idx ON flyt.instance (created_at) WHERE flow_headers IS NULL;
 
 CREATE TABLE flyt.flow_headers_request (
 	instance_id bigint PRIMARY KEY,

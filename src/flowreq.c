@@ -59,6 +59,7 @@
 #include "outbox.h"
 #include "plans.h"
 #include "shared.h"
+#include "store.h"
 #include "wire.h"
 
 #define HEADER_REPLY_TOPIC "kafka_replyTopic"
@@ -590,19 +591,7 @@ flyt_flow_reply_apply(const rd_kafka_message_t *msg)
 			  6, argtypes);
 	values[0] = Int64GetDatum(instance_id);
 	values[1] = JsonbPGetDatum(flyt_json_to_jsonb(headers.json));
-	values[2] = Int64GetDatum(headers.source_application_id);
-	if (headers.source_application_integration_id)
-		values[3] = CStringGetTextDatum(headers.source_application_integration_id);
-	else
-		nulls[3] = 'n';
-	if (headers.source_application_instance_id)
-		values[4] = CStringGetTextDatum(headers.source_application_instance_id);
-	else
-		nulls[4] = 'n';
-	if (headers.has_integration_id)
-		values[5] = Int64GetDatum(headers.integration_id);
-	else
-		nulls[5] = 'n';
+	flyt_flow_header_columns(&headers, &values[2], &nulls[2]);
 	flyt_execute(store_plan, values, nulls, false, 0, SPI_OK_UPDATE);
 	batch_outcome[s] = FLYT_FLOW_ANSWERED;
 	batch_generation[s] = generation;

@@ -142,19 +142,7 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 	values[0] = Int64GetDatum(id);
 	values[1] = JsonbPGetDatum(flyt_json_to_jsonb(payload));
 	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_text));
-	values[3] = Int64GetDatum(headers->source_application_id);
-	if (headers->source_application_integration_id)
-		values[4] = CStringGetTextDatum(headers->source_application_integration_id);
-	else
-		nulls[4] = 'n';
-	if (headers->source_application_instance_id)
-		values[5] = CStringGetTextDatum(headers->source_application_instance_id);
-	else
-		nulls[5] = 'n';
-	if (headers->has_integration_id)
-		values[6] = Int64GetDatum(headers->integration_id);
-	else
-		nulls[6] = 'n';
+	flyt_flow_header_columns(headers, &values[3], &nulls[3]);
 	values[7] = TimestampTzGetDatum(created_at);
 	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
 
@@ -164,6 +152,28 @@ flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 						flyt_instance_dto(id, payload, created_at));
 	flyt_count(FLYT_COUNT_REGISTERED, 1);
 	return id;
+}
+
+/*
+ * The searchable columns of flyt.instance that come from flow headers, in
+ * this order: source_application_id, source_application_integration_id,
+ * source_application_instance_id, integration_id (values[0..3], nulls[0..3]
+ * for SPI).
+ */
+void
+flyt_flow_header_columns(const FlytFlowHeaders *headers, Datum *values, char *nulls)
+{
+	values[0] = Int64GetDatum(headers->source_application_id);
+	nulls[0] = ' ';
+	if (headers->source_application_integration_id)
+		values[1] = CStringGetTextDatum(headers->source_application_integration_id);
+	nulls[1] = headers->source_application_integration_id ? ' ' : 'n';
+	if (headers->source_application_instance_id)
+		values[2] = CStringGetTextDatum(headers->source_application_instance_id);
+	nulls[2] = headers->source_application_instance_id ? ' ' : 'n';
+	if (headers->has_integration_id)
+		values[3] = Int64GetDatum(headers->integration_id);
+	nulls[3] = headers->has_integration_id ? ' ' : 'n';
 }
 
 /*

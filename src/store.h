@@ -20,6 +20,7 @@ extern ErrorData *flyt_run_isolated(void (*fn) (void *arg), void *arg);
 extern void flyt_require_argument(FunctionCallInfo fcinfo, int argno,
 								  const char *name);
 extern int64 flyt_store_instance(FlytFlowHeaders *headers, json_t *payload);
+extern void flyt_flow_header_columns(const FlytFlowHeaders *headers, Datum *values, char *nulls);
 extern bool flyt_fetch_instance(int64 id, bool lock, json_t **payload,
 								json_t **flow_headers, TimestampTz *created_at);
 extern bool flyt_dispatch_instance(FlytFlowHeaders *headers);
