@@ -23,7 +23,9 @@ flow_headers_checks
 # With Kafka off nobody can be asked: a retry fails at once.
 sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = ''" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
-wait_until 30 sql_is kafka_off "SELECT flyt_status()->'worker'->>'state'" || fail "the worker turns Kafka off"
+wait_until 30 sql_is kafka_off "SELECT flyt_status()->'worker'->>'state'" ||
+	fail "the worker turns Kafka off" "flyt_status(): $(show_status)" \
+		"the worker: $(sql_quiet "SELECT coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-') || ' ' || state || ' ' || left(query, 80) FROM pg_stat_activity WHERE backend_type LIKE 'flyt%'")"
 id=$(headless_instance)
 t0=$(millis)
 out=$(sql "SELECT flyt_retry($id)" 2>&1) || true
