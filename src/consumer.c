@@ -4,9 +4,12 @@
  *	  Exactly-once consumption of instance-received and instance-dispatched.
  *
  * The database, not Kafka, knows how far the consumer got: a batch of
- * messages is applied in one transaction (no subtransaction per message;
- * each message in an SPI connection of its own, so that its memory goes
- * with it), and flyt.consumer_offset is written in that same transaction.  On
+ * messages is applied in one transaction (no subtransaction per message),
+ * and flyt.consumer_offset is written in that same transaction.  Runs of
+ * instance-received messages are read and validated one by one and stored
+ * together, one statement per table; should that fail, the batch is
+ * applied again message by message, each in an SPI connection of its own
+ * (so that its memory goes with it), which finds the message at fault.  On
  * partition assignment the consumer seeks to the stored offsets (the
  * group's committed offset only where the database has none, so the
  * extension takes over where the Java service stopped), and a message below
@@ -487,6 +490,18 @@ message_flow_headers(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
 }
 
 
+/* The flow headers and the instance of an instance-received message, or an error. */
+static json_t *
+read_received(const rd_kafka_message_t *msg, FlytFlowHeaders *headers)
+{
+	message_flow_headers(msg, headers);
+	if (msg->payload == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("instance-received message has no value")));
+	return flyt_parse_instance((const char *) msg->payload, msg->len);
+}
+
 /*
  * Applies one message; raises an error when it cannot be applied.  It runs
  * in an SPI connection of its own, whose memory (parse trees, jsonb, tuple
@@ -498,20 +513,11 @@ apply_message(const rd_kafka_message_t *msg, bool received)
 	FlytFlowHeaders headers;
 
 	flyt_spi_connect();
-	message_flow_headers(msg, &headers);
 	if (received)
-	{
-		json_t	   *payload;
-
-		if (msg->payload == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("instance-received message has no value")));
-		payload = flyt_parse_instance((const char *) msg->payload, msg->len);
-		(void) flyt_store_instance(&headers, payload);
-	}
+		(void) flyt_store_instance(&headers, read_received(msg, &headers));
 	else
 	{
+		message_flow_headers(msg, &headers);
 		if (!headers.has_instance_id)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -520,6 +526,32 @@ apply_message(const rd_kafka_message_t *msg, bool received)
 		(void) flyt_dispatch_instance(&headers);
 	}
 	flyt_spi_finish();
+}
+
+/*
+ * Registrations read from a run of instance-received messages, stored
+ * together when the run ends (flush_registrations).
+ */
+typedef struct PendingRegistrations
+{
+	MemoryContext context;		/* what they hold */
+	FlytRegistration *regs;
+	int			n;
+	TimestampTz created_at;
+} PendingRegistrations;
+
+static void
+flush_registrations(FlytConsumer *consumer, PendingRegistrations *pending)
+{
+	if (pending->n == 0)
+		return;
+	consumer->applying = FLYT_APPLYING_SET;
+	flyt_spi_connect();
+	flyt_store_registrations(pending->regs, pending->n, pending->created_at);
+	flyt_spi_finish();
+	consumer->applying = FLYT_APPLYING_NONE;
+	pending->n = 0;
+	MemoryContextReset(pending->context);
 }
 
 static FlytOffset *
@@ -593,12 +625,19 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 	List	   *positions = NIL;	/* FlytOffset of this batch */
 	ListCell   *lc;
 	MemoryContext message_context;
+	PendingRegistrations pending;
 	int			stop = bad >= 0 ? bad + 1 : end;
 
-	consumer->applying = -1;	/* an error outside a message is not its fault */
+	consumer->applying = FLYT_APPLYING_NONE;	/* an error outside a message is
+												 * not its fault */
 	flyt_flow_replies_reset();	/* what an earlier, rolled back round answered */
 	message_context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance consumed message",
 											ALLOCSET_DEFAULT_SIZES);
+	pending.context = AllocSetContextCreate(CurrentMemoryContext, "flyt_instance registrations",
+											ALLOCSET_DEFAULT_SIZES);
+	pending.regs = palloc(sizeof(FlytRegistration) * Max(stop - start, 1));
+	pending.n = 0;
+	pending.created_at = GetCurrentTransactionStartTimestamp();
 
 	/*
 	 * What earlier rounds of this batch committed counts as applied: a
@@ -644,28 +683,51 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 			continue;
 		}
 
-		if (i == bad)
-			record_failure(msg, topic, bad_error, received);
-		else
+		if (received && i != bad && !consumer->one_by_one)
 		{
+			/* read and validated now, stored with the rest of its run */
 			MemoryContext old = MemoryContextSwitchTo(message_context);
+			FlytFlowHeaders headers;
+			json_t	   *payload;
 
 			consumer->applying = i;
-			if (reply)
-			{
-				flyt_spi_connect();
-				flyt_flow_reply_apply(msg);
-				flyt_spi_finish();
-			}
-			else
-				apply_message(msg, received);
-			consumer->applying = -1;
+			payload = read_received(msg, &headers);
+			MemoryContextSwitchTo(pending.context);
+			flyt_prepare_registration(&headers, payload, pending.created_at,
+									  &pending.regs[pending.n++]);
+			consumer->applying = FLYT_APPLYING_NONE;
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(message_context);
 		}
+		else
+		{
+			/* what came before it first, in order */
+			flush_registrations(consumer, &pending);
+			if (i == bad)
+				record_failure(msg, topic, bad_error, received);
+			else
+			{
+				MemoryContext old = MemoryContextSwitchTo(message_context);
+
+				consumer->applying = i;
+				if (reply)
+				{
+					flyt_spi_connect();
+					flyt_flow_reply_apply(msg);
+					flyt_spi_finish();
+				}
+				else
+					apply_message(msg, received);
+				consumer->applying = FLYT_APPLYING_NONE;
+				MemoryContextSwitchTo(old);
+				MemoryContextReset(message_context);
+			}
+		}
 		positions = advance(positions, topic, msg->partition, msg->offset + 1);
 	}
+	flush_registrations(consumer, &pending);
 	MemoryContextDelete(message_context);
+	MemoryContextDelete(pending.context);
 
 	flyt_plan(&offset_plan,
 			  "INSERT INTO flyt.consumer_offset (topic, kafka_partition, next_offset, updated_at) "

@@ -30,8 +30,15 @@ typedef struct FlytConsumer
 	bool		subscribed;
 	bool		more;			/* the last poll stopped with messages left */
 	bool		failed;			/* a rebalance could not be completed */
-	int			applying;		/* index of the message being applied, or -1 */
+	int			applying;		/* index of the message being applied, or one
+								 * of the two below */
+	bool		one_by_one;		/* store registrations one by one (the set
+								 * of this batch failed) */
 } FlytConsumer;
+
+/* flyt_consumer_apply's consumer->applying outside one message's work */
+#define FLYT_APPLYING_NONE (-1)
+#define FLYT_APPLYING_SET (-2)	/* storing a set of registrations */
 
 extern void flyt_consumer_init(FlytConsumer *consumer);
 extern void flyt_consumer_load_offsets(FlytConsumer *consumer);

@@ -167,6 +167,46 @@ flyt_append_event(int64 instance_id, const char *event_type,
 }
 
 /*
+ * Appends one event to the history of each of n instances that another
+ * transaction cannot see yet (just stored), with one statement: no
+ * concurrent writer can take a version, so no conflict is possible.
+ * correlation_ids[i] may be NULL.  The caller is connected to SPI.
+ */
+void
+flyt_append_events_of_new(Datum *instance_ids, int n, const char *event_type,
+						  const char *requested_by, pg_uuid_t **correlation_ids)
+{
+	static const Oid argtypes[] = {INT8ARRAYOID, TEXTOID, TEXTOID, UUIDARRAYOID};
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum	   *uuids = palloc(sizeof(Datum) * n);
+	bool	   *isnull = palloc(sizeof(bool) * n);
+
+	flyt_plan(&plan,
+			  "INSERT INTO flyt.instance_event "
+			  "  (instance_id, version, event_type, requested_by, correlation_id) "
+			  "SELECT u.id, COALESCE((SELECT pg_catalog.max(e.version) FROM flyt.instance_event e"
+			  "                       WHERE e.instance_id OPERATOR(pg_catalog.=) u.id), 0) OPERATOR(pg_catalog.+) 1,"
+			  "  $2, $3, u.correlation_id "
+			  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($4)) AS u (id, correlation_id)",
+			  4, argtypes);
+	for (int i = 0; i < n; i++)
+	{
+		isnull[i] = correlation_ids[i] == NULL;
+		uuids[i] = isnull[i] ? (Datum) 0 : UUIDPGetDatum(correlation_ids[i]);
+	}
+	values[0] = flyt_array(INT8OID, instance_ids, NULL, n);
+	values[1] = CStringGetTextDatum(event_type);
+	if (requested_by != NULL)
+		values[2] = CStringGetTextDatum(requested_by);
+	else
+		nulls[2] = 'n';
+	values[3] = flyt_array(UUIDOID, uuids, isnull, n);
+	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
+}
+
+/*
  * flyt_instance_history(instance_id bigint) → setof (version, event_type,
  * occurred_at, requested_by, correlation_id, detail): the history of one
  * instance, oldest first.

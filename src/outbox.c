@@ -195,8 +195,8 @@ message_max_bytes(void)
  * registration is checked: the events that follow are the same size or
  * small, and an error event must never fail to be queued.
  */
-static void
-check_message_size(const char *event_name, const char *key, const char *flow_headers,
+void
+flyt_outbox_check_size(const char *event_name, const char *key, const char *flow_headers,
 				   const char *value)
 {
 	int64		size = RECORD_OVERHEAD;
@@ -242,55 +242,74 @@ flyt_wire_flow_headers(PG_FUNCTION_ARGS)
 }
 
 /*
- * Queues one message in flyt.outbox and returns its id.  Its flyt.event-id
- * header is a random UUID stored with the row, so that a redelivery repeats
- * it and no other message ever has it: an id that left the database is
- * unique forever, whatever a crash or a failover does to sequences.  key (the instance id, see
- * flyt_instance_key), flow_headers (the flyt.instance-flow-headers header)
- * and value may be NULL.  The caller is connected to SPI.
+ * Queues n messages of one event in flyt.outbox, in the order given, with
+ * one statement; returns the id of the first (the others follow in order).
+ * Each message's flyt.event-id header is a random UUID stored with the row,
+ * so that a redelivery repeats it and no other message ever has it: an id
+ * that left the database is unique forever, whatever a crash or a failover
+ * does to sequences.  keys[i] (the instance id, see flyt_instance_key),
+ * flow_headers[i] (the flyt.instance-flow-headers header) and values[i] may
+ * be NULL.  The caller is connected to SPI.
  */
+int64
+flyt_outbox_enqueue_many(const char *event_name, int n, char **keys,
+						 char **flow_headers, char **values)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	char	  **columns[3] = {keys, flow_headers, values};
+	Datum		args[6];
+	Datum	   *elems;
+	bool	   *nulls;
+	int64		first = 0;
+
+	if (n == 0)
+		return 0;
+	flyt_plan(&enqueue_plan,
+			  "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
+			  "SELECT u.id, $1, $2, u.key, "
+			  "  CASE WHEN u.flow_headers IS NULL "
+			  "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) "
+			  "    ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', u.flow_headers, "
+			  "                                       '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) END, "
+			  "  u.value "
+			  "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+			  "  pg_catalog.unnest($6)) AS u (id, key, flow_headers, value)",
+			  6, argtypes);
+
+	elems = palloc(sizeof(Datum) * n);
+	nulls = palloc(sizeof(bool) * n);
+	args[0] = CStringGetTextDatum(event_name);
+	args[1] = CStringGetTextDatum(flyt_topic_name(event_name));
+	for (int i = 0; i < n; i++)
+	{
+		int64		id = flyt_next_value("outbox_id_seq");
+
+		if (i == 0)
+			first = id;
+		elems[i] = Int64GetDatum(id);
+	}
+	args[2] = flyt_array(INT8OID, elems, NULL, n);
+	for (int c = 0; c < 3; c++)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			char	   *text = columns[c] != NULL ? columns[c][i] : NULL;
+
+			nulls[i] = text == NULL;
+			elems[i] = text != NULL ? CStringGetTextDatum(text) : (Datum) 0;
+		}
+		args[3 + c] = flyt_array(TEXTOID, elems, nulls, n);
+	}
+	flyt_execute(enqueue_plan, args, NULL, false, 0, SPI_OK_INSERT);
+	flyt_wake_worker_at_commit();
+	return first;
+}
+
+/* Queues one message in flyt.outbox and returns its id (see flyt_outbox_enqueue_many). */
 int64
 flyt_outbox_enqueue(const char *event_name, const char *key,
 					const char *flow_headers, const char *value)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	SPIPlanPtr	plan;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	Datum		id;
-
-	plan = flyt_plan(&enqueue_plan,
-					 "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
-					 "SELECT i, $1, $2, $3, "
-					 "  CASE WHEN $4 IS NULL "
-					 "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) "
-					 "    ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', $4, "
-					 "                                       '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) END, "
-					 "  $5 "
-					 "FROM pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS i "
-					 "RETURNING id",
-					 5, argtypes);
-
-	values[0] = CStringGetTextDatum(event_name);
-	values[1] = CStringGetTextDatum(flyt_topic_name(event_name));
-	if (key != NULL)
-		values[2] = CStringGetTextDatum(key);
-	else
-		nulls[2] = 'n';
-	if (flow_headers != NULL)
-		values[3] = CStringGetTextDatum(flow_headers);
-	else
-		nulls[3] = 'n';
-	if (value != NULL)
-		values[4] = CStringGetTextDatum(value);
-	else
-		nulls[4] = 'n';
-
-	if (strcmp(event_name, FLYT_EVENT_REGISTERED) == 0)
-		check_message_size(event_name, key, flow_headers, value);
-	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
-	flyt_wake_worker_at_commit();
-	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return DatumGetInt64(id);
+	return flyt_outbox_enqueue_many(event_name, 1, (char **) &key, (char **) &flow_headers,
+									(char **) &value);
 }

@@ -43,5 +43,9 @@ extern int64 flyt_outbox_enqueue_error(FlytErrorOrigin origin, const char *key,
 extern char *flyt_instance_key(int64 instance_id);
 extern int64 flyt_outbox_enqueue(const char *event_name, const char *key,
 								 const char *flow_headers, const char *value);
+extern int64 flyt_outbox_enqueue_many(const char *event_name, int n, char **keys,
+									  char **flow_headers, char **values);
+extern void flyt_outbox_check_size(const char *event_name, const char *key,
+								   const char *flow_headers, const char *value);
 
 #endif							/* FLYT_OUTBOX_H */

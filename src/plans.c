@@ -14,8 +14,12 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 
 #include "plans.h"
 
@@ -91,4 +95,38 @@ flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 		elog(ERROR, "flyt_instance: SPI_execute_plan returned %s, expected %s",
 			 SPI_result_code_string(rc), SPI_result_code_string(expected));
 	return (int) SPI_processed;
+}
+
+/*
+ * The next value of one of the extension's sequences without a query:
+ * nextval() itself (with its permission check) on flyt.<sequence>.
+ */
+int64
+flyt_next_value(const char *sequence)
+{
+	Oid			relid = get_relname_relid(sequence, get_namespace_oid("flyt", false));
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sequence flyt.%s does not exist", sequence)));
+	return nextval_internal(relid, true);
+}
+
+/*
+ * A one-dimensional array of n elements of type elemtype, for the
+ * statements that write a set of rows at once; nulls may be NULL (none).
+ */
+Datum
+flyt_array(Oid elemtype, Datum *elems, const bool *nulls, int n)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, (bool *) nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
 }

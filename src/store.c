@@ -33,7 +33,6 @@ PG_FUNCTION_INFO_V1(flyt_register_instance);
 PG_FUNCTION_INFO_V1(flyt_instance);
 PG_FUNCTION_INFO_V1(flyt_instance_dispatched);
 
-static SPIPlanPtr next_id_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr select_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
@@ -107,6 +106,102 @@ flyt_require_argument(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 /*
+ * Everything one registration writes, built in the current memory context:
+ * the new id (which leaves the database, so it comes from the sequence
+ * now), the row of flyt.instance, and the text of instance-registered.
+ * Raises the error of an instance whose instance-registered Kafka could
+ * never take.  headers->json gets instanceId.
+ */
+void
+flyt_prepare_registration(FlytFlowHeaders *headers, json_t *payload, TimestampTz created_at,
+						  FlytRegistration *r)
+{
+	r->id = flyt_next_value("instance_id_seq");
+	json_object_set_new(headers->json, "instanceId", json_integer((json_int_t) r->id));
+	r->payload = JsonbPGetDatum(flyt_json_to_jsonb(payload));
+	r->flow_headers = JsonbPGetDatum(flyt_json_to_jsonb(headers->json));
+	flyt_flow_header_columns(headers, r->columns, r->nulls);
+	r->correlation_id = headers->correlation_id;
+	r->key = flyt_instance_key(r->id);
+	r->wire_headers = flyt_flow_headers_text(headers->json);
+	r->dto = flyt_instance_dto(r->id, payload, created_at);
+	flyt_outbox_check_size(FLYT_EVENT_REGISTERED, r->key, r->wire_headers, r->dto);
+}
+
+/*
+ * Stores n prepared registrations in the caller's transaction with one
+ * statement per table: the instances, their REGISTERED history and their
+ * instance-registered messages, queued in the order given.  The caller is
+ * connected to SPI.  A failure is the whole set's: the caller finds the
+ * culprit by storing them one by one.
+ */
+void
+flyt_store_registrations(FlytRegistration *regs, int n, TimestampTz created_at)
+{
+	static const Oid insert_types[] = {INT8ARRAYOID, JSONBARRAYOID, JSONBARRAYOID, INT8ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		values[8];
+	Datum	   *elems;
+	bool	   *nulls;
+	pg_uuid_t **correlation_ids;
+	char	  **keys;
+	char	  **wire_headers;
+	char	  **dtos;
+
+	if (n == 0)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	nulls = palloc(sizeof(bool) * n);
+
+	flyt_plan(&insert_plan,
+			  "INSERT INTO flyt.instance (id, payload, flow_headers, source_application_id, "
+			  "  source_application_integration_id, source_application_instance_id, "
+			  "  integration_id, created_at) "
+			  "OVERRIDING SYSTEM VALUE "
+			  "SELECT u.*, $8 "
+			  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+			  "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) AS u",
+			  8, insert_types);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(regs[i].id);
+	values[0] = flyt_array(INT8OID, elems, NULL, n);
+	for (int i = 0; i < n; i++)
+		elems[i] = regs[i].payload;
+	values[1] = flyt_array(JSONBOID, elems, NULL, n);
+	for (int i = 0; i < n; i++)
+		elems[i] = regs[i].flow_headers;
+	values[2] = flyt_array(JSONBOID, elems, NULL, n);
+	for (int column = 0; column < 4; column++)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			elems[i] = regs[i].columns[column];
+			nulls[i] = regs[i].nulls[column] == 'n';
+		}
+		values[3 + column] = flyt_array(column == 0 || column == 3 ? INT8OID : TEXTOID,
+										elems, nulls, n);
+	}
+	values[7] = TimestampTzGetDatum(created_at);
+	flyt_execute(insert_plan, values, NULL, false, 0, SPI_OK_INSERT);
+
+	correlation_ids = palloc(sizeof(pg_uuid_t *) * n);
+	keys = palloc(sizeof(char *) * n);
+	wire_headers = palloc(sizeof(char *) * n);
+	dtos = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		correlation_ids[i] = &regs[i].correlation_id;
+		keys[i] = regs[i].key;
+		wire_headers[i] = regs[i].wire_headers;
+		dtos[i] = regs[i].dto;
+		elems[i] = Int64GetDatum(regs[i].id);
+	}
+	flyt_append_events_of_new(elems, n, "REGISTERED", flyt_requested_by(), correlation_ids);
+	flyt_outbox_enqueue_many(FLYT_EVENT_REGISTERED, n, keys, wire_headers, dtos);
+	flyt_count(FLYT_COUNT_REGISTERED, n);
+}
+
+/*
  * Registers a validated instance: stores it with its flow headers (with
  * instanceId set to the new id), records REGISTERED and queues
  * instance-registered.  The caller is connected to SPI.
@@ -114,44 +209,12 @@ flyt_require_argument(FunctionCallInfo fcinfo, int argno, const char *name)
 int64
 flyt_store_instance(FlytFlowHeaders *headers, json_t *payload)
 {
-	static const Oid insert_types[] = {INT8OID, JSONBOID, JSONBOID, INT8OID,
-	TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
-	SPIPlanPtr	plan;
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	TimestampTz created_at = GetCurrentTransactionStartTimestamp();
-	bool		isnull;
-	int64		id;
-	char	   *headers_text;
+	FlytRegistration r;
 
-	plan = flyt_plan(&next_id_plan,
-					 "SELECT pg_catalog.nextval('flyt.instance_id_seq'::pg_catalog.regclass)",
-					 0, NULL);
-	flyt_execute(plan, NULL, NULL, false, 1, SPI_OK_SELECT);
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	json_object_set_new(headers->json, "instanceId", json_integer((json_int_t) id));
-	headers_text = flyt_json_dump(headers->json);
-
-	plan = flyt_plan(&insert_plan,
-					 "INSERT INTO flyt.instance (id, payload, flow_headers, source_application_id, "
-					 "  source_application_integration_id, source_application_instance_id, "
-					 "  integration_id, created_at) "
-					 "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-					 8, insert_types);
-	values[0] = Int64GetDatum(id);
-	values[1] = JsonbPGetDatum(flyt_json_to_jsonb(payload));
-	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(headers_text));
-	flyt_flow_header_columns(headers, &values[3], &nulls[3]);
-	values[7] = TimestampTzGetDatum(created_at);
-	flyt_execute(plan, values, nulls, false, 0, SPI_OK_INSERT);
-
-	flyt_append_event(id, "REGISTERED", flyt_requested_by(), &headers->correlation_id, NULL);
-	flyt_outbox_enqueue(FLYT_EVENT_REGISTERED, flyt_instance_key(id),
-						flyt_flow_headers_text(headers->json),
-						flyt_instance_dto(id, payload, created_at));
-	flyt_count(FLYT_COUNT_REGISTERED, 1);
-	return id;
+	flyt_prepare_registration(headers, payload, created_at, &r);
+	flyt_store_registrations(&r, 1, created_at);
+	return r.id;
 }
 
 /*

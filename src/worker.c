@@ -571,9 +571,12 @@ consume(void)
 	 * Optimistically the whole batch in one transaction.  A message that
 	 * fails rolls it back; the next transaction applies the messages before
 	 * it again and dead-letters it, and the rest follows.  Every round
-	 * either gets further or finds an earlier bad message, so it ends.  An
-	 * error that is not the message's (systemic, transient) fails the batch
-	 * instead: recover_from_error rewinds the consumer and backs off.
+	 * either gets further or finds an earlier bad message, so it ends.
+	 * Registrations are stored a run at a time (consumer.c); when storing a
+	 * run fails, nobody knows which message was at fault, so the batch is
+	 * applied again one message at a time, which finds it.  An error that
+	 * is not the message's (systemic, transient) fails the batch instead:
+	 * recover_from_error rewinds the consumer and backs off.
 	 */
 	worker.step = STEP_CONSUME;
 	{
@@ -582,6 +585,7 @@ consume(void)
 		volatile int bad = -1;
 		ErrorData  *volatile bad_error = NULL;
 
+		worker.consumer.one_by_one = false;
 		while (start < worker.nbatch)
 		{
 			PG_TRY();
@@ -604,7 +608,8 @@ consume(void)
 
 				MemoryContextSwitchTo(pass_context);
 				edata = CopyErrorData();
-				if (failed < 0 || (bad >= 0 && failed >= bad) ||
+				if ((failed < 0 && (failed != FLYT_APPLYING_SET || worker.consumer.one_by_one)) ||
+					(bad >= 0 && failed >= bad) ||
 					flyt_error_is_systemic(edata->sqlerrcode) ||
 					flyt_consumer_error_is_transient(edata->sqlerrcode))
 					PG_RE_THROW();
@@ -612,9 +617,21 @@ consume(void)
 				AbortCurrentTransaction();
 				disable_timeout(STATEMENT_TIMEOUT, false);
 				MemoryContextSwitchTo(pass_context);
-				worker.consumer.applying = -1;
-				bad = failed;
-				bad_error = edata;
+				worker.consumer.applying = FLYT_APPLYING_NONE;
+				if (failed == FLYT_APPLYING_SET)
+				{
+					/* the same again, each message by itself: that finds the culprit */
+					ereport(LOG,
+							(errmsg("flyt_instance: storing consumed registrations together failed (SQLSTATE %s); applying the batch one message at a time",
+									unpack_sql_state(edata->sqlerrcode))));
+					worker.consumer.one_by_one = true;
+					FreeErrorData(edata);
+				}
+				else
+				{
+					bad = failed;
+					bad_error = edata;
+				}
 			}
 			PG_END_TRY();
 		}

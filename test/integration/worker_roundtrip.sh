@@ -10,7 +10,9 @@
 #   - instance-dispatched → row deleted, instance-deleted with a null value
 #     and the dispatched record's headers (as the original);
 #   - bad messages (value not JSON, invalid instance, header missing, header
-#     not JSON, header without sourceApplicationId) → one flyt.dead_letter
+#     not JSON, header without sourceApplicationId, refused by a constraint
+#     only when stored, which fails the batch's set of registrations and
+#     makes the worker apply it one message at a time) → one flyt.dead_letter
 #     row each, registration-error events where the headers are readable,
 #     and the next message is applied;
 #   - flyt_status() UP, flyt_metrics() counters;
@@ -198,16 +200,29 @@ bad_case 2 "invalid instance (valuePerKey value an object)" '{"valuePerKey":{"ti
 bad_case 3 "header missing" "$FIX_VALUE"
 bad_case 4 "header not JSON" "$FIX_VALUE" -H "$H_FLOW=not json at all"
 bad_case 5 "header without sourceApplicationId" "$FIX_VALUE" -H "$H_FLOW=$H5"
+# Refused only by the database (a constraint added later): the registrations
+# of a batch are stored together, so this fails the set; the batch is then
+# applied one message at a time, which finds this one.
+C6=$(new_uuid)
+H6=$(headers_with ".correlationId = \"$C6\" | .sourceApplicationInstanceId = \"bad-6\"")
+sql "ALTER TABLE flyt.instance ADD CONSTRAINT roundtrip_refused CHECK (source_application_instance_id IS DISTINCT FROM 'bad-6')" >/dev/null
+log_from=$(stat -c %s "$CLUSTER_LOG")
+bad_case 6 "refused by a constraint when stored" "$FIX_VALUE" -H "$H_FLOW=$H6"
+sql "ALTER TABLE flyt.instance DROP CONSTRAINT roundtrip_refused" >/dev/null
+check_eq "case 6: the worker says it applied the batch one message at a time" 1 \
+	"$(tail -c +"$((log_from + 1))" "$CLUSTER_LOG" | grep -c 'storing consumed registrations together failed (SQLSTATE 23514)' || true)"
+check_eq "case 6: the dead letter names the constraint" 1 \
+	"$(sql "SELECT count(*) FROM flyt.dead_letter WHERE topic = '$T_RECEIVED' AND failure_details->>'errorMessage' LIKE '%roundtrip_refused%'")"
 
-check_eq "five dead letters in all" 5 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
+check_eq "six dead letters in all" 6 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
 check_eq "no instance from a bad message" 0 \
 	"$(sql "SELECT count(*) FROM flyt.instance WHERE source_application_instance_id LIKE 'bad-%'")"
 
-wait_messages "$T_REG_ERROR" 2 || fail "registration-error messages appear"
+wait_messages "$T_REG_ERROR" 3 || fail "registration-error messages appear"
 wait_until "$WAIT" outbox_empty || fail "outbox empty after the error events"
 snapshot "$T_REG_ERROR"
 F=$WORK/$T_REG_ERROR.json
-for c in 1 2; do
+for c in 1 2 6; do
 	corr_var=C$c
 	jcheck "case $c: one registration-error event with its correlationId" "$F" \
 		'[.[] | select(flow.correlationId == $c)] | length == 1' --arg c "${!corr_var}"
@@ -216,12 +231,12 @@ for c in 1 2; do
 		--arg c "${!corr_var}" --argjson e "$ERROR_VALUE"
 	jcheck "case $c: its flow headers are the received ones" "$F" \
 		'[.[] | select(flow.correlationId == $c) | flow | del(.instanceId)] == [$h | del(.instanceId)]' \
-		--arg c "${!corr_var}" --argjson h "$(if [ "$c" = 1 ]; then echo "$H1"; else echo "$H2"; fi)"
+		--arg c "${!corr_var}" --argjson h "$(case $c in 1) echo "$H1" ;; 2) echo "$H2" ;; *) echo "$H6" ;; esac)"
 	jcheck "case $c: it has a UUID flyt.event-id" "$F" \
 		'[.[] | select(flow.correlationId == $c) | eventid | isuuid] == [true]' --arg c "${!corr_var}"
 done
-jcheck "no registration-error event without readable headers (2 or 3 in all)" "$F" \
-	'length == 2 or length == 3'
+jcheck "no registration-error event without readable headers (3 or 4 in all)" "$F" \
+	'length == 3 or length == 4'
 n5=$(jval "$F" '[.[] | select(flow.correlationId == $c)] | length' --arg c "$C5")
 note "header without sourceApplicationId gave $n5 registration-error event(s) (either is acceptable)"
 if [ "$n5" -gt 0 ]; then
@@ -233,7 +248,7 @@ fi
 # --- status and metrics --------------------------------------------------------------
 
 check_eq "flyt_status()->>'status' is UP" UP "$(status_field "->>'status'")"
-check_eq "flyt_status()->>'dead_letters' is 5" 5 "$(status_field "->>'dead_letters'")"
+check_eq "flyt_status()->>'dead_letters' is 6" 6 "$(status_field "->>'dead_letters'")"
 if wait_until "$WAIT" sql_is 0 "SELECT flyt_status()->'consumer'->>'lag'"; then
 	pass "consumer lag reaches 0"
 else
