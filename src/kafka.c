@@ -32,6 +32,12 @@
 #include "kafka.h"
 
 /* Lines the log callback keeps until the worker reports them. */
+/*
+ * How long the producer gathers messages into one request unless
+ * flyt_instance.kafka_config says otherwise (see bench/RESULTS.md).
+ */
+#define DEFAULT_LINGER_MS "5"
+
 #define LOG_RING 64
 #define LOG_LINE 512
 
@@ -273,7 +279,8 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 		goto fail;
 	if (!set_property(conf, "enable.idempotence", "true") ||
 		!set_property(conf, "acks", "all") ||
-		!set_property(conf, "linger.ms", "5"))
+		(!user_sets("linger.ms") && !user_sets("queue.buffering.max.ms") &&
+		 !set_property(conf, "linger.ms", DEFAULT_LINGER_MS)))
 	{
 		rd_kafka_conf_destroy(conf);
 		goto fail;

@@ -8,7 +8,8 @@
  * It always starts at the head: rows are deleted once acknowledged, so the
  * head holds only what is in flight, what waits for redelivery and what is
  * new, and a row whose transaction committed after a later one is still
- * found.  Rows in flight are skipped by id; a row in flight or waiting for
+ * found.  Rows in flight are skipped by id, read from the index alone (a
+ * scan fetches whole rows only for ids not in flight); a row in flight or waiting for
  * redelivery blocks the later rows of its key, so events of one instance
  * never overtake each other.
  *
@@ -58,10 +59,13 @@
 #include "shared.h"
 #include "wire.h"
 
-#define SCAN_PAGE 200
+/* ids read per index page of a scan, rows fetched per page at most */
+#define ID_PAGE 1000
+#define ROW_PAGE 200
 /* Wait before scanning again while synchronous standbys lag behind. */
 #define STANDBY_WAIT_MS 20
 
+static SPIPlanPtr ids_plan = NULL;
 static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
@@ -514,7 +518,9 @@ int
 flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 {
 	static const Oid argtypes[] = {INT8OID, INT4OID};
+	static const Oid rows_types[] = {INT8ARRAYOID};
 	TimestampTz now = GetCurrentTimestamp();
+	Datum		candidates[ROW_PAGE];
 	int64		cursor = 0;
 	int			sent = 0;
 	bool		durable = false;
@@ -533,18 +539,55 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	/* every message in flight gets one report: make room for them now */
 	reserve_reports(pump, pump->in_flight + room);
 
+	/*
+	 * Two steps per page: the ids from the cursor on (the index alone, so
+	 * that rows in flight, the most common at the head, cost 8 bytes each),
+	 * then the rows of those not in flight, in id order.  One snapshot for
+	 * both (the step's), so the second finds every row the first saw.
+	 */
+	flyt_plan(&ids_plan,
+			  "SELECT id FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
+			  2, argtypes);
 	flyt_plan(&scan_plan,
 			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at, event_name "
-			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
-			  2, argtypes);
+			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY id",
+			  1, rows_types);
 
 	for (;;)
 	{
 		Datum		values[2];
 		uint64		n;
+		uint64		nids;
+		uint64		examined;
+		int			ncandidates = 0;
+		bool		page_full;
 
 		values[0] = Int64GetDatum(cursor);
-		values[1] = Int32GetDatum(SCAN_PAGE);
+		values[1] = Int32GetDatum(ID_PAGE);
+		nids = flyt_execute(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
+		examined = 0;
+		while (examined < nids && ncandidates < ROW_PAGE)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[examined],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+
+			examined++;
+			cursor = id;
+			if (idhash_lookup(pump->inflight, id) == NULL)
+				candidates[ncandidates++] = Int64GetDatum(id);
+		}
+		/* more after this page, or after where this round stopped */
+		page_full = nids == ID_PAGE || examined < nids;
+		SPI_freetuptable(SPI_tuptable);
+		if (ncandidates == 0)
+		{
+			if (!page_full)
+				break;
+			continue;
+		}
+
+		values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
 		n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
 		for (uint64 i = 0; i < n; i++)
 		{
@@ -564,10 +607,6 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			IdEntry    *entry;
 			uint32		tag;
 
-			cursor = id;
-			/* rows in flight are the most common at the head: skip them cheaply */
-			if (idhash_lookup(pump->inflight, id) != NULL)
-				continue;
 			key = SPI_getvalue(tuple, desc, 3);
 			tag = key_tag(key);
 			next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
@@ -648,7 +687,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			}
 		}
 		SPI_freetuptable(SPI_tuptable);
-		if (n < SCAN_PAGE)
+		if (!page_full)
 			break;
 	}
 	return sent;
