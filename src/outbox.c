@@ -236,9 +236,12 @@ flyt_wire_json(PG_FUNCTION_ARGS)
 Datum
 flyt_wire_flow_headers(PG_FUNCTION_ARGS)
 {
-	json_t	   *json = flyt_jsonb_to_json(PG_GETARG_JSONB_P(0), "flow headers");
+	Jsonb	   *headers = PG_GETARG_JSONB_P(0);
+	char	   *text = flyt_flow_headers_text_from_jsonb(headers, NULL);
 
-	PG_RETURN_TEXT_P(cstring_to_text(flyt_flow_headers_text(json)));
+	if (text == NULL)
+		text = flyt_flow_headers_text(flyt_jsonb_to_json(headers, "flow headers"));
+	PG_RETURN_TEXT_P(cstring_to_text(text));
 }
 
 /*

@@ -10,7 +10,8 @@
  * fint-flyt-history-service, as the original always did (flowreq.c); a
  * batch asks for all it needs at once.  Cost: one primary-key lookup (which
  * also takes a KEY SHARE lock, so cleanup cannot delete the instance under
- * the retry) and two inserts, with plans prepared once per backend.
+ * the retry) and two inserts, with plans prepared once per backend; the
+ * message is written straight from the stored jsonb.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,23 +49,35 @@ FlytRetryOutcome
 flyt_retry_instance(int64 instance_id, const char *requested_by,
 					pg_uuid_t *correlation_id)
 {
-	json_t	   *payload;
-	json_t	   *headers;
+	Jsonb	   *payload;
+	Jsonb	   *headers;
 	TimestampTz created_at;
 	FlytRetryOutcome outcome = FLYT_RETRY_QUEUED;
 
 	flyt_spi_connect();
-	if (!flyt_fetch_instance(instance_id, true, &payload, &headers, &created_at))
+	if (!flyt_fetch_stored_instance(instance_id, true, &payload, &headers, &created_at))
 		outcome = FLYT_RETRY_NOT_FOUND;
-	else if (headers == NULL || !json_is_object(headers))
+	else if (headers == NULL || !JB_ROOT_IS_OBJECT(headers))
 		outcome = FLYT_RETRY_NO_FLOW_HEADERS;
 	else
 	{
+		char	   *wire_headers;
+		char	   *dto;
+
 		flyt_new_correlation_id(correlation_id);
-		flyt_set_correlation_id(headers, correlation_id);
-		flyt_outbox_enqueue(FLYT_EVENT_RETRY, flyt_instance_key(instance_id),
-							flyt_flow_headers_text(headers),
-							flyt_instance_dto(instance_id, payload, created_at));
+		/* written straight from jsonb; through jansson where only it writes them right */
+		wire_headers = flyt_flow_headers_text_from_jsonb(headers, correlation_id);
+		if (wire_headers == NULL)
+		{
+			json_t	   *json = flyt_jsonb_to_json(headers, "flow headers");
+
+			flyt_set_correlation_id(json, correlation_id);
+			wire_headers = flyt_flow_headers_text(json);
+		}
+		dto = flyt_instance_dto_from_jsonb(instance_id, payload, created_at);
+		if (dto == NULL)
+			dto = flyt_instance_dto(instance_id, flyt_jsonb_to_json(payload, "instance"), created_at);
+		flyt_outbox_enqueue(FLYT_EVENT_RETRY, flyt_instance_key(instance_id), wire_headers, dto);
 		flyt_append_event(instance_id, "RETRY_REQUESTED", requested_by,
 						  correlation_id, NULL);
 		flyt_count(FLYT_COUNT_RETRIED, 1);

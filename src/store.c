@@ -343,15 +343,15 @@ flyt_register_instance(PG_FUNCTION_ARGS)
 }
 
 /*
- * Reads one instance.  Returns false when it does not exist; otherwise sets
- * *payload and *created_at and, when flow_headers is not NULL, *flow_headers
- * (NULL when the instance has none).  lock takes FOR KEY SHARE, so that the
- * instance cannot be deleted before the caller's transaction ends.  The
- * caller is connected to SPI.
+ * Reads one instance as stored.  Returns false when it does not exist;
+ * otherwise sets *payload and *created_at and, when flow_headers is not
+ * NULL, *flow_headers (NULL when the instance has none), in SPI's memory.
+ * lock takes FOR KEY SHARE, so that the instance cannot be deleted before
+ * the caller's transaction ends.  The caller is connected to SPI.
  */
 bool
-flyt_fetch_instance(int64 id, bool lock, json_t **payload, json_t **flow_headers,
-					TimestampTz *created_at)
+flyt_fetch_stored_instance(int64 id, bool lock, Jsonb **payload, Jsonb **flow_headers,
+						   TimestampTz *created_at)
 {
 	static const Oid argtypes[] = {INT8OID};
 	static SPIPlanPtr locking_plan = NULL;
@@ -378,14 +378,33 @@ flyt_fetch_instance(int64 id, bool lock, json_t **payload, json_t **flow_headers
 
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	d = SPI_getbinval(tuple, desc, 1, &isnull);
-	*payload = flyt_jsonb_to_json(DatumGetJsonbP(d), "instance");
+	*payload = DatumGetJsonbP(SPI_getbinval(tuple, desc, 1, &isnull));
 	if (flow_headers != NULL)
 	{
 		d = SPI_getbinval(tuple, desc, 2, &isnull);
-		*flow_headers = isnull ? NULL : flyt_jsonb_to_json(DatumGetJsonbP(d), "flow headers");
+		*flow_headers = isnull ? NULL : DatumGetJsonbP(d);
 	}
 	*created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3, &isnull));
+	return true;
+}
+
+/*
+ * flyt_fetch_stored_instance, with the payload and flow headers as jansson
+ * trees.
+ */
+bool
+flyt_fetch_instance(int64 id, bool lock, json_t **payload, json_t **flow_headers,
+					TimestampTz *created_at)
+{
+	Jsonb	   *stored_payload;
+	Jsonb	   *stored_headers = NULL;
+
+	if (!flyt_fetch_stored_instance(id, lock, &stored_payload,
+									flow_headers != NULL ? &stored_headers : NULL, created_at))
+		return false;
+	*payload = flyt_jsonb_to_json(stored_payload, "instance");
+	if (flow_headers != NULL)
+		*flow_headers = stored_headers == NULL ? NULL : flyt_jsonb_to_json(stored_headers, "flow headers");
 	return true;
 }
 

@@ -38,6 +38,8 @@ extern void flyt_prepare_registration(FlytFlowHeaders *headers, json_t *payload,
 extern void flyt_store_registrations(FlytRegistration *regs, int n, TimestampTz created_at);
 extern int64 flyt_store_instance(FlytFlowHeaders *headers, json_t *payload);
 extern void flyt_flow_header_columns(const FlytFlowHeaders *headers, Datum *values, char *nulls);
+extern bool flyt_fetch_stored_instance(int64 id, bool lock, Jsonb **payload,
+									   Jsonb **flow_headers, TimestampTz *created_at);
 extern bool flyt_fetch_instance(int64 id, bool lock, json_t **payload,
 								json_t **flow_headers, TimestampTz *created_at);
 extern bool flyt_dispatch_instance(FlytFlowHeaders *headers);

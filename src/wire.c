@@ -862,7 +862,8 @@ append_json_string(StringInfo buf, const char *s, int len)
 				appendStringInfoString(buf, "\\f");
 				break;
 			default:
-				appendStringInfo(buf, "\\u%04x", c);
+				/* upper case, as jansson writes it */
+				appendStringInfo(buf, "\\u%04X", c);
 				break;
 		}
 	}
@@ -870,8 +871,33 @@ append_json_string(StringInfo buf, const char *s, int len)
 	appendStringInfoChar(buf, '"');
 }
 
+/*
+ * Is this numeric text one that jansson reads as an integer and writes back
+ * the same (digits only, within int64)?  Others it writes in its own way.
+ */
+static bool
+is_plain_integer(const char *s)
+{
+	int			digits = 0;
+
+	if (*s == '-')
+		s++;
+	for (; *s; s++)
+	{
+		if (!isdigit((unsigned char) *s))
+			return false;
+		digits++;
+	}
+	return digits > 0 && digits <= 18;
+}
+
+/*
+ * Appends a scalar; *plain (when not NULL) becomes false at a number that
+ * is not a plain integer (see jsonb_container_text).
+ */
 static void
-append_jsonb_scalar(StringInfo buf, const JsonbValue *v, WireText kind, size_t max_bytes)
+append_jsonb_scalar(StringInfo buf, const JsonbValue *v, WireText kind, size_t max_bytes,
+					bool *plain)
 {
 	switch (v->type)
 	{
@@ -886,6 +912,8 @@ append_jsonb_scalar(StringInfo buf, const JsonbValue *v, WireText kind, size_t m
 				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
 																	NumericGetDatum(v->val.numeric)));
 
+				if (plain != NULL && !is_plain_integer(s))
+					*plain = false;
 				appendStringInfoString(buf, s);
 				pfree(s);
 				break;
@@ -901,8 +929,23 @@ append_jsonb_scalar(StringInfo buf, const JsonbValue *v, WireText kind, size_t m
 	}
 }
 
+static char *jsonb_container_text(JsonbContainer *container, WireText kind, size_t *len,
+								  bool *plain);
+
 static char *
 jsonb_to_wire_text(Jsonb *jb, WireText kind, size_t *len)
+{
+	return jsonb_container_text(&jb->root, kind, len, NULL);
+}
+
+/*
+ * The compact text of a jsonb container.  This is byte for byte what jansson
+ * writes for the same tree (flyt_json_dump of flyt_jsonb_to_json), keys in
+ * jsonb's order, except for numbers other than plain integers: *plain (when
+ * not NULL) says whether there were none.
+ */
+static char *
+jsonb_container_text(JsonbContainer *container, WireText kind, size_t *len, bool *plain)
 {
 	size_t		max_bytes;
 	int64		max_values;
@@ -929,8 +972,10 @@ jsonb_to_wire_text(Jsonb *jb, WireText kind, size_t *len)
 			break;
 	}
 
+	if (plain != NULL)
+		*plain = true;
 	initStringInfo(&buf);
-	it = JsonbIteratorInit(&jb->root);
+	it = JsonbIteratorInit(container);
 	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
 		char		last;
@@ -963,12 +1008,12 @@ jsonb_to_wire_text(Jsonb *jb, WireText kind, size_t *len)
 				appendStringInfoChar(&buf, '{');
 				break;
 			case WJB_KEY:
-				append_jsonb_scalar(&buf, &v, kind, max_bytes);
+				append_jsonb_scalar(&buf, &v, kind, max_bytes, NULL);
 				appendStringInfoChar(&buf, ':');
 				break;
 			default:
 				values++;
-				append_jsonb_scalar(&buf, &v, kind, max_bytes);
+				append_jsonb_scalar(&buf, &v, kind, max_bytes, plain);
 				break;
 		}
 		if (values > max_values)
@@ -1250,6 +1295,171 @@ flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at)
 	return text;
 }
 
+/* InstanceFlowHeaders' fields in declaration order: the order Jackson writes them. */
+static const char *const flow_header_fields[] = {
+	"sourceApplicationId", "sourceApplicationIntegrationId",
+	"sourceApplicationInstanceId", "fileIds", "correlationId",
+	"integrationId", "instanceId", "configurationId", "archiveInstanceId"
+};
+
+/* A string that is a UUID in lower case (as Java's UUID writes it), others as they are. */
+static void
+append_uuid_or_string(StringInfo buf, const JsonbValue *v)
+{
+	char		text[37];
+	pg_uuid_t	uuid;
+
+	if (v->val.string.len == 36)
+	{
+		memcpy(text, v->val.string.val, 36);
+		text[36] = '\0';
+		if (parse_uuid(text, &uuid))
+		{
+			flyt_uuid_to_text(&uuid, text);
+			appendStringInfo(buf, "\"%s\"", text);
+			return;
+		}
+	}
+	append_json_string(buf, v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Appends one member value of a stored jsonb object as jansson would write
+ * it; false when only jansson can (a number other than a plain integer).
+ */
+static bool
+append_member(StringInfo buf, const JsonbValue *v)
+{
+	bool		plain = true;
+
+	if (v->type == jbvBinary)
+	{
+		size_t		len;
+		char	   *text = jsonb_container_text(v->val.binary.data, WIRE_STORED, &len, &plain);
+
+		appendBinaryStringInfo(buf, text, (int) len);
+		pfree(text);
+	}
+	else
+		append_jsonb_scalar(buf, v, WIRE_STORED, MaxAllocSize - 1, &plain);
+	return plain;
+}
+
+static JsonbValue *
+member(Jsonb *object, const char *key)
+{
+	return getKeyJsonValueFromContainer(&object->root, key, strlen(key), NULL);
+}
+
+/*
+ * flyt_instance_dto of a stored instance, straight from its jsonb (no
+ * jansson tree): the same bytes.  NULL when the instance holds a number
+ * that only jansson writes right; the caller then goes through jansson.
+ */
+char *
+flyt_instance_dto_from_jsonb(int64 id, Jsonb *payload, TimestampTz created_at)
+{
+	static const char *const parts[] = {"valuePerKey", "objectCollectionPerKey"};
+	StringInfoData buf;
+	char		ts[48];
+
+	if (!JB_ROOT_IS_OBJECT(payload))
+		return NULL;
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"id\":" INT64_FORMAT, id);
+	for (int i = 0; i < (int) lengthof(parts); i++)
+	{
+		JsonbValue *v = member(payload, parts[i]);
+
+		appendStringInfo(&buf, ",\"%s\":", parts[i]);
+		if (v == NULL)
+			appendStringInfoString(&buf, "{}");
+		else if (!append_member(&buf, v))
+		{
+			pfree(buf.data);
+			return NULL;
+		}
+	}
+	format_java_date(created_at, ts, sizeof(ts));
+	appendStringInfo(&buf, ",\"createdAt\":\"%s\"}", ts);
+	return buf.data;
+}
+
+/*
+ * flyt_flow_headers_text of stored flow headers, straight from their jsonb,
+ * with correlationId replaced when correlation_id is not NULL: the same
+ * bytes.  NULL when only jansson writes them right (a number other than a
+ * plain integer, or fileIds not an array of strings).
+ */
+char *
+flyt_flow_headers_text_from_jsonb(Jsonb *headers, const pg_uuid_t *correlation_id)
+{
+	StringInfoData buf;
+
+	if (!JB_ROOT_IS_OBJECT(headers))
+		return NULL;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < (int) lengthof(flow_header_fields); i++)
+	{
+		const char *field = flow_header_fields[i];
+		JsonbValue *v = member(headers, field);
+		bool		ok = true;
+		char		text[37];
+
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfo(&buf, "\"%s\":", field);
+		if (strcmp(field, "correlationId") == 0 && correlation_id != NULL)
+		{
+			flyt_uuid_to_text(correlation_id, text);
+			appendStringInfo(&buf, "\"%s\"", text);
+		}
+		else if (v == NULL)
+			appendStringInfoString(&buf, "null");
+		else if (strcmp(field, "correlationId") == 0 && v->type == jbvString)
+			append_uuid_or_string(&buf, v);
+		else if (strcmp(field, "fileIds") == 0 && v->type == jbvBinary)
+		{
+			JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+			JsonbValue	e;
+			JsonbIteratorToken token;
+			bool		first = true;
+
+			if (!JsonContainerIsArray(v->val.binary.data))
+				ok = append_member(&buf, v);
+			else
+			{
+				appendStringInfoChar(&buf, '[');
+				while (ok && (token = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+				{
+					if (token != WJB_ELEM)
+						continue;
+					if (e.type != jbvString)
+						ok = false;
+					else
+					{
+						if (!first)
+							appendStringInfoChar(&buf, ',');
+						first = false;
+						append_uuid_or_string(&buf, &e);
+					}
+				}
+				appendStringInfoChar(&buf, ']');
+			}
+		}
+		else
+			ok = append_member(&buf, v);
+		if (!ok)
+		{
+			pfree(buf.data);
+			return NULL;
+		}
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
 /*
  * The flyt.instance-flow-headers header as the original writes it: Jackson's
  * serialisation of fint-flyt-kafka's InstanceFlowHeaders, its nine fields in
@@ -1260,15 +1470,11 @@ flyt_instance_dto(int64 id, json_t *payload, TimestampTz created_at)
 char *
 flyt_flow_headers_text(json_t *headers)
 {
-	static const char *const fields[] = {
-		"sourceApplicationId", "sourceApplicationIntegrationId",
-		"sourceApplicationInstanceId", "fileIds", "correlationId",
-		"integrationId", "instanceId", "configurationId", "archiveInstanceId"
-	};
+	const char *const *fields = flow_header_fields;
 	json_t	   *out = json_object();
 	char	   *text;
 
-	for (int i = 0; i < (int) lengthof(fields); i++)
+	for (int i = 0; i < (int) lengthof(flow_header_fields); i++)
 	{
 		json_t	   *v = json_object_get(headers, fields[i]);
 		pg_uuid_t	uuid;

@@ -99,3 +99,36 @@ SELECT status, error, count(*) FROM flyt_retry_batch(ARRAY(SELECT id FROM flyt.i
 GROUP BY status, error ORDER BY status;
 SELECT txid_current() - :xid_before < 64 AS few_transaction_ids;
 DROP TRIGGER refuse_one ON flyt.outbox;
+
+-- The retry's message is written straight from the stored jsonb; it is the
+-- same, byte for byte, as what jansson writes for the same tree (the
+-- registration's message, whose keys are in jsonb's order here): escapes,
+-- control characters (upper-case \u001F, as jansson), non-ASCII text,
+-- nested collections, UUIDs in any case written in lower case, unknown
+-- header fields left out.
+TRUNCATE flyt.outbox;
+SELECT flyt_register_instance(
+  '{"sourceApplicationId": 2, "sourceApplicationIntegrationId": "sak\"\\/",
+    "sourceApplicationInstanceId": "ÆØÅ \u0001\u001f\t", "integrationId": 17,
+    "correlationId": "ABCDEF00-1111-2222-3333-444455556666",
+    "fileIds": ["0A1B2C3D-4E5F-6071-8293-A4B5C6D7E8F9", "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f0"], "x-unknown": [1, 2.5]}',
+  '{"valuePerKey": {"a": "\"\\/\b\f\n\r\t\u0001\u001f\u007f", "bb": "æøå 𝄞", "ccc": null},
+    "objectCollectionPerKey": {"k": [{"valuePerKey": {"v": "1"}, "objectCollectionPerKey": {}},
+                                     {"valuePerKey": {}, "objectCollectionPerKey": {"n": []}}]}}') AS edge_id \gset
+SELECT flyt_retry(:edge_id) AS edge_correlation \gset
+SELECT g.value = r.value AS same_value,
+       replace(r.headers->>'flyt.instance-flow-headers', :'edge_correlation', 'abcdef00-1111-2222-3333-444455556666')
+         = g.headers->>'flyt.instance-flow-headers' AS same_headers_but_correlation_id,
+       strpos(r.value, '\t\u0001\u001F') > 0 AS upper_case_escapes
+FROM flyt.outbox g, flyt.outbox r
+WHERE g.event_name = 'instance-registered' AND r.event_name = 'instance-requested-for-retry'
+  AND g.key = :'edge_id' AND r.key = :'edge_id';
+SELECT r.headers->>'flyt.instance-flow-headers' AS retried_headers
+FROM flyt.outbox r WHERE r.event_name = 'instance-requested-for-retry' AND r.key = :'edge_id' \gset
+SELECT replace(:'retried_headers', :'edge_correlation', '<new>') AS retried_headers;
+-- A number only jansson writes right (stored by hand: the consumer quotes
+-- them) takes jansson's path: 1.50 is written 1.5, as before.
+UPDATE flyt.instance SET payload = '{"valuePerKey": {"a": 1.50, "b": 12}}' WHERE id = :edge_id;
+SELECT flyt_retry(:edge_id) IS NOT NULL AS retried;
+SELECT value LIKE '%"valuePerKey":{"a":1.5,"b":12}%' AS written_by_jansson
+FROM flyt.outbox WHERE key = :'edge_id' ORDER BY id DESC LIMIT 1;
