@@ -26,7 +26,7 @@
  *
  * Nothing is sent before the transaction that queued it is durable (flushed,
  * and on synchronous standbys where the server waits for them), even when it
- * committed without waiting: see visible_rows_durable.
+ * committed without waiting: see row_durable.
  *
  * The caller runs each function that touches the database inside a
  * transaction, connected to SPI.
@@ -37,6 +37,8 @@
 
 #include "pg_jansson.h"
 
+#include "access/clog.h"
+#include "access/transam.h"
 #include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -468,45 +470,67 @@ block_key(FlytPump *pump, uint32 tag)
 }
 
 /*
- * Is every row this scan can see durable: written by a transaction whose
- * commit record is flushed here and, when the server waits for synchronous
- * standbys, confirmed by them too?  A transaction that committed without
- * waiting (synchronous_commit = off, as the worker's own delivery and
- * cleanup steps do) is visible before it is durable; a crash would lose it
- * after Kafka got its message.  The scan's snapshot was taken before this
- * call, so the WAL insert position now lies past every commit record it
- * sees; the local flush is done here (usually it costs nothing).  The
- * standbys are not waited for: while they lag, nothing is sent and the
- * caller tries again shortly.
+ * Is an outbox row durable: written by a transaction whose commit record
+ * is flushed here and, when the server waits for synchronous standbys,
+ * confirmed by them too?  A transaction that committed with
+ * synchronous_commit on is visible only once that holds (it waited before
+ * it showed as committed).  One that committed without waiting
+ * (synchronous_commit = off, as the worker's own delivery and cleanup steps
+ * do) is visible before it is durable, and a crash would lose it after
+ * Kafka got its message: the commit log keeps the commit record's position
+ * of such transactions (a group of them shares the highest), and the WAL is
+ * flushed up to it here.  Rows of synchronous commits cost no flush, so a
+ * retry's message does not make the pump wait for the disk a second time.
+ * The standbys are not waited for: while they lag, nothing is sent and
+ * the caller tries again shortly; they are asked once per scan
+ * (*standbys_ok), about everything written so far.
  */
 static bool
-visible_rows_durable(void)
+row_durable(TransactionId xmin, bool *standbys_ok)
 {
-	XLogRecPtr	lsn = GetXLogInsertRecPtr();
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	bool		confirmed;
 
-	/*
-	 * At a page start the insert position lies past the page header, which
-	 * is not written yet: flush up to the end of the previous page.
-	 */
-	if (XLogSegmentOffset(lsn, wal_segment_size) == SizeOfXLogLongPHD)
-		lsn -= SizeOfXLogLongPHD;
-	else if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD)
-		lsn -= SizeOfXLogShortPHD;
-	XLogFlush(lsn);
+	if (TransactionIdIsNormal(xmin))
+	{
+		/* as pg_xact_status: older ones may have left the commit log, durable long since */
+		LWLockAcquire(XactTruncationLock, LW_SHARED);
+		if (!TransactionIdPrecedes(xmin, ShmemVariableCache->oldestClogXid))
+			(void) TransactionIdGetStatus(xmin, &lsn);
+		LWLockRelease(XactTruncationLock);
+	}
+	if (!XLogRecPtrIsInvalid(lsn))
+		XLogFlush(lsn);			/* nothing to do when it is flushed already */
 
-	if (!SyncRepRequested())
+	if (*standbys_ok || !SyncRepRequested())
 		return true;
 	LWLockAcquire(SyncRepLock, LW_SHARED);
 	if (!(WalSndCtl->sync_standbys_status & SYNC_STANDBY_DEFINED))
 	{
 		LWLockRelease(SyncRepLock);
+		*standbys_ok = true;
 		return true;
 	}
+	LWLockRelease(SyncRepLock);
+
+	/*
+	 * Everything written so far, flushed and confirmed: the scan's snapshot
+	 * was taken before, so this lies past every commit record it sees.  At
+	 * a page start the insert position lies past the page header, which is
+	 * not written yet: up to the end of the previous page.
+	 */
+	lsn = GetXLogInsertRecPtr();
+	if (XLogSegmentOffset(lsn, wal_segment_size) == SizeOfXLogLongPHD)
+		lsn -= SizeOfXLogLongPHD;
+	else if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		lsn -= SizeOfXLogShortPHD;
+	XLogFlush(lsn);
+	LWLockAcquire(SyncRepLock, LW_SHARED);
 	/* what a commit waits for, at most a flush (that is durable there) */
 	confirmed = WalSndCtl->lsn[synchronous_commit == SYNCHRONOUS_COMMIT_REMOTE_WRITE ?
 							   SYNC_REP_WAIT_WRITE : SYNC_REP_WAIT_FLUSH] >= lsn;
 	LWLockRelease(SyncRepLock);
+	*standbys_ok = confirmed;
 	return confirmed;
 }
 
@@ -523,7 +547,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	Datum		candidates[ROW_PAGE];
 	int64		cursor = 0;
 	int			sent = 0;
-	bool		durable = false;
+	bool		standbys_ok = false;
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
 	pump->last_scan_at = now;
@@ -549,7 +573,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			  "SELECT id FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
 			  2, argtypes);
 	flyt_plan(&scan_plan,
-			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at, event_name "
+			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at, event_name, xmin "
 			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY id",
 			  1, rows_types);
 
@@ -624,15 +648,12 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				continue;
 			}
 
-			if (!durable)
+			if (!row_durable(DatumGetTransactionId(SPI_getbinval(tuple, desc, 9, &isnull)),
+							 &standbys_ok))
 			{
-				if (!visible_rows_durable())
-				{
-					/* the synchronous standbys lag: look again shortly */
-					pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
-					return sent;
-				}
-				durable = true;
+				/* the synchronous standbys lag: look again shortly */
+				pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
+				return sent;
 			}
 			topic = SPI_getvalue(tuple, desc, 2);
 			value = SPI_getvalue(tuple, desc, 5);

@@ -238,7 +238,7 @@ begin_step(const char *activity)
  * and consumers drop it by flyt.event-id) and cleanup batches (the next run
  * deletes the same instances).  Both may queue messages (a dead-lettered
  * retry's error event, instance-deleted); the pump sends no row before the
- * transaction that wrote it is durable (visible_rows_durable in pump.c), so a
+ * transaction that wrote it is durable (row_durable in pump.c), so a
  * crash never leaves Kafka holding an event of a change that was lost.
  * Consumed batches keep synchronous commit: their offsets are also
  * committed to Kafka, which must never get ahead of what the database has
