@@ -244,6 +244,13 @@ flyt_wire_flow_headers(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(text));
 }
 
+/* The headers column of a queued message, from its flow headers (may be NULL). */
+#define HEADERS_EXPRESSION(flow_headers) \
+	"CASE WHEN " flow_headers " IS NULL " \
+	"  THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) " \
+	"  ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', " flow_headers ", " \
+	"                                     '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) END"
+
 /*
  * Queues n messages of one event in flyt.outbox, in the order given, with
  * one statement; returns the id of the first (the others follow in order).
@@ -259,30 +266,48 @@ flyt_outbox_enqueue_many(const char *event_name, int n, char **keys,
 						 char **flow_headers, char **values)
 {
 	static const Oid argtypes[] = {TEXTOID, TEXTOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	static const Oid one_types[] = {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	static SPIPlanPtr one_plan = NULL;
 	char	  **columns[3] = {keys, flow_headers, values};
 	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	Datum	   *elems;
-	bool	   *nulls;
+	bool	   *isnull;
 	int64		first = 0;
 
 	if (n == 0)
 		return 0;
+	args[0] = CStringGetTextDatum(event_name);
+	args[1] = CStringGetTextDatum(flyt_topic_name(event_name));
+	if (n == 1)
+	{
+		/* the common case (a retry, an event), without arrays */
+		flyt_plan(&one_plan,
+				  "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
+				  "VALUES ($3, $1, $2, $4, " HEADERS_EXPRESSION("$5") ", $6)",
+				  6, one_types);
+		first = flyt_next_value("outbox_id_seq");
+		args[2] = Int64GetDatum(first);
+		for (int c = 0; c < 3; c++)
+		{
+			char	   *text = columns[c] != NULL ? columns[c][0] : NULL;
+
+			nulls[3 + c] = text == NULL ? 'n' : ' ';
+			args[3 + c] = text != NULL ? CStringGetTextDatum(text) : (Datum) 0;
+		}
+		flyt_execute(one_plan, args, nulls, false, 0, SPI_OK_INSERT);
+		flyt_wake_worker_at_commit();
+		return first;
+	}
+
 	flyt_plan(&enqueue_plan,
 			  "INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value) "
-			  "SELECT u.id, $1, $2, u.key, "
-			  "  CASE WHEN u.flow_headers IS NULL "
-			  "    THEN pg_catalog.jsonb_build_object('" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) "
-			  "    ELSE pg_catalog.jsonb_build_object('" FLYT_HEADER_FLOW_HEADERS "', u.flow_headers, "
-			  "                                       '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text) END, "
-			  "  u.value "
+			  "SELECT u.id, $1, $2, u.key, " HEADERS_EXPRESSION("u.flow_headers") ", u.value "
 			  "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 			  "  pg_catalog.unnest($6)) AS u (id, key, flow_headers, value)",
 			  6, argtypes);
-
 	elems = palloc(sizeof(Datum) * n);
-	nulls = palloc(sizeof(bool) * n);
-	args[0] = CStringGetTextDatum(event_name);
-	args[1] = CStringGetTextDatum(flyt_topic_name(event_name));
+	isnull = palloc(sizeof(bool) * n);
 	for (int i = 0; i < n; i++)
 	{
 		int64		id = flyt_next_value("outbox_id_seq");
@@ -298,10 +323,10 @@ flyt_outbox_enqueue_many(const char *event_name, int n, char **keys,
 		{
 			char	   *text = columns[c] != NULL ? columns[c][i] : NULL;
 
-			nulls[i] = text == NULL;
+			isnull[i] = text == NULL;
 			elems[i] = text != NULL ? CStringGetTextDatum(text) : (Datum) 0;
 		}
-		args[3 + c] = flyt_array(TEXTOID, elems, nulls, n);
+		args[3 + c] = flyt_array(TEXTOID, elems, isnull, n);
 	}
 	flyt_execute(enqueue_plan, args, NULL, false, 0, SPI_OK_INSERT);
 	flyt_wake_worker_at_commit();

@@ -64,11 +64,14 @@
 /* ids read per index page of a scan, rows fetched per page at most */
 #define ID_PAGE 1000
 #define ROW_PAGE 200
+/* what a scan reads of a row it may send */
+#define SCAN_COLUMNS "id, topic, key, headers, value, next_attempt_at, created_at, event_name, xmin"
 /* Wait before scanning again while synchronous standbys lag behind. */
 #define STANDBY_WAIT_MS 20
 
 static SPIPlanPtr ids_plan = NULL;
 static SPIPlanPtr scan_plan = NULL;
+static SPIPlanPtr range_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr wait_plan = NULL;
@@ -564,55 +567,75 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	reserve_reports(pump, pump->in_flight + room);
 
 	/*
-	 * Two steps per page: the ids from the cursor on (the index alone, so
-	 * that rows in flight, the most common at the head, cost 8 bytes each),
-	 * then the rows of those not in flight, in id order.  One snapshot for
-	 * both (the step's), so the second finds every row the first saw.
+	 * With rows in flight, two steps per page: the ids from the cursor on
+	 * (no whole rows, so that rows in flight, the most common at the head,
+	 * cost 8 bytes each), then the rows of those not in flight, in id order.
+	 * One snapshot for both (the step's), so the second finds every row the
+	 * first saw.  With none in flight, the rows at once.
 	 */
 	flyt_plan(&ids_plan,
 			  "SELECT id FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
 			  2, argtypes);
 	flyt_plan(&scan_plan,
-			  "SELECT id, topic, key, headers, value, next_attempt_at, created_at, event_name, xmin "
-			  "FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY id",
+			  "SELECT " SCAN_COLUMNS " FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY id",
 			  1, rows_types);
+	flyt_plan(&range_plan,
+			  "SELECT " SCAN_COLUMNS " FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
+			  2, argtypes);
 
 	for (;;)
 	{
 		Datum		values[2];
 		uint64		n;
-		uint64		nids;
-		uint64		examined;
-		int			ncandidates = 0;
 		bool		page_full;
 
-		values[0] = Int64GetDatum(cursor);
-		values[1] = Int32GetDatum(ID_PAGE);
-		nids = flyt_execute(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
-		examined = 0;
-		while (examined < nids && ncandidates < ROW_PAGE)
+		if (pump->in_flight == 0)
 		{
-			bool		isnull;
-			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[examined],
-														 SPI_tuptable->tupdesc, 1, &isnull));
+			/* nothing to skip: whole rows from the cursor on */
+			values[0] = Int64GetDatum(cursor);
+			values[1] = Int32GetDatum(ROW_PAGE);
+			n = flyt_execute(range_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			page_full = n == ROW_PAGE;
+			if (n > 0)
+			{
+				bool		isnull;
 
-			examined++;
-			cursor = id;
-			if (idhash_lookup(pump->inflight, id) == NULL)
-				candidates[ncandidates++] = Int64GetDatum(id);
+				cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc,
+													 1, &isnull));
+			}
 		}
-		/* more after this page, or after where this round stopped */
-		page_full = nids == ID_PAGE || examined < nids;
-		SPI_freetuptable(SPI_tuptable);
-		if (ncandidates == 0)
+		else
 		{
-			if (!page_full)
-				break;
-			continue;
-		}
+			uint64		nids;
+			uint64		examined = 0;
+			int			ncandidates = 0;
 
-		values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
-		n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			values[0] = Int64GetDatum(cursor);
+			values[1] = Int32GetDatum(ID_PAGE);
+			nids = flyt_execute(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			while (examined < nids && ncandidates < ROW_PAGE)
+			{
+				bool		isnull;
+				int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[examined],
+															 SPI_tuptable->tupdesc, 1, &isnull));
+
+				examined++;
+				cursor = id;
+				if (idhash_lookup(pump->inflight, id) == NULL)
+					candidates[ncandidates++] = Int64GetDatum(id);
+			}
+			/* more after this page, or after where this round stopped */
+			page_full = nids == ID_PAGE || examined < nids;
+			SPI_freetuptable(SPI_tuptable);
+			if (ncandidates == 0)
+			{
+				if (!page_full)
+					break;
+				continue;
+			}
+			values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
+			n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
+		}
 		for (uint64 i = 0; i < n; i++)
 		{
 			HeapTuple	tuple = SPI_tuptable->vals[i];
