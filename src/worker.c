@@ -84,6 +84,7 @@ typedef struct Worker
 {
 	FlytKafka	kafka;
 	bool		kafka_open;
+	bool		closing_kafka;	/* inside flyt_kafka_close */
 	TimestampTz kafka_retry_at;
 	FlytPump	pump;
 	FlytConsumer consumer;
@@ -289,8 +290,13 @@ static void
 rebalance_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 				   rd_kafka_topic_partition_list_t *partitions, void *opaque)
 {
-	/* a consumer that is still closing in the background: let it go */
-	if (rk != worker.kafka.consumer)
+	/*
+	 * A consumer that is closing, here or still in the background: let it
+	 * go.  Nothing more may be asked of it from inside its close:
+	 * rd_kafka_assignment() there waited forever for the consumer group's
+	 * thread (seen as a worker that never turned Kafka off).
+	 */
+	if (rk != worker.kafka.consumer || worker.closing_kafka)
 	{
 		if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
 		{
@@ -398,7 +404,9 @@ close_kafka(bool apply)
 	if (!worker.kafka_open)
 		return;
 	flyt_probe_stop(&worker.probe);
+	worker.closing_kafka = true;
 	flyt_kafka_close(&worker.kafka, apply ? SHUTDOWN_FLUSH_MS : CLOSE_MS, apply);
+	worker.closing_kafka = false;
 	worker.kafka_open = false;
 	if (apply && worker.pump.nreports > 0)
 	{
