@@ -114,7 +114,7 @@ outbox_empty() { lc_sql_true 'SELECT NOT EXISTS (SELECT FROM flyt.outbox)'; }
 drain() { lc_wait "${1:-300}" outbox_empty || die "outbox not drained: $(lc_sql 'SELECT count(*) FROM flyt.outbox')"; }
 
 # bench_wait LIMIT CONDITION — waits until the SQL condition is true.  One
-# session checks it every 2 ms (bench.wait_until), committing between
+# session checks it every 5 ms (bench.wait_until), committing between
 # checks so that it holds back no vacuum horizon; a psql process per check
 # would take CPU from what is measured and see the end only every 200 ms.
 bench_wait() {
@@ -227,7 +227,7 @@ BEGIN
 			RAISE EXCEPTION 'timed out after % s waiting for %', limit_s, cond;
 		END IF;
 		COMMIT;
-		PERFORM pg_sleep(0.002);
+		PERFORM pg_sleep(0.005);
 		COMMIT;
 	END LOOP;
 END \$\$" >/dev/null
@@ -297,13 +297,23 @@ with open(dst, "w") as f:
                 "source_application_integration_id, source_application_instance_id, integration_id) VALUES\n")
         f.write(",\n".join(rows[i:i + 500]) + ";\n")
 EOF
-t0=$(now)
-timeout 600 psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "$LC_WORK/ingest_floor.sql" >/dev/null || die "ingest floor"
-t1=$(now)
-ingest_floor=$(calc "$INGEST / ($t1 - $t0)")
+# On a quiet system, as ours started: the instance-registered events of the
+# ingest are sent first (the floor used to run while the worker sent them).
+# The median of three runs (TRUNCATE between): one run swung by 1.8x from
+# one bench run to the next (whether the WAL segments it needs exist yet).
+drain 300
+floors=()
+for k in 1 2 3; do
+	sql "TRUNCATE bench.ingest_copy" >/dev/null
+	t0=$(now)
+	timeout 600 psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "$LC_WORK/ingest_floor.sql" >/dev/null || die "ingest floor"
+	t1=$(now)
+	floors+=("$(calc "$INGEST / ($t1 - $t0)")")
+done
+ingest_floor=$(printf '%s\n' "${floors[@]}" | sort -g | sed -n 2p)
+say "ingest floor runs: ${floors[*]} rows/s"
 fig ingest "$ingest_rate" msgs/s "$ingest_floor" "$(calc "$ingest_rate / $ingest_floor")"
 fig ingest_cold "$cold_rate" msgs/s "$ingest_floor" "$(calc "$cold_rate / $ingest_floor")"
-drain 300
 wpid=$(lc_worker_pid)
 [ -n "$wpid" ] || die "worker pid"
 

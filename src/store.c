@@ -123,8 +123,13 @@ flyt_prepare_registration(FlytFlowHeaders *headers, json_t *payload, TimestampTz
 	flyt_flow_header_columns(headers, r->columns, r->nulls);
 	r->correlation_id = headers->correlation_id;
 	r->key = flyt_instance_key(r->id);
-	r->wire_headers = flyt_flow_headers_text(headers->json);
-	r->dto = flyt_instance_dto(r->id, payload, created_at);
+	/* straight from the jsonb just built (keys in its order), as a retry writes them */
+	r->wire_headers = flyt_flow_headers_text_from_jsonb(DatumGetJsonbP(r->flow_headers), NULL);
+	if (r->wire_headers == NULL)
+		r->wire_headers = flyt_flow_headers_text(headers->json);
+	r->dto = flyt_instance_dto_from_jsonb(r->id, DatumGetJsonbP(r->payload), created_at);
+	if (r->dto == NULL)
+		r->dto = flyt_instance_dto(r->id, payload, created_at);
 	flyt_outbox_check_size(FLYT_EVENT_REGISTERED, r->key, r->wire_headers, r->dto);
 }
 

@@ -100,9 +100,8 @@ GROUP BY status, error ORDER BY status;
 SELECT txid_current() - :xid_before < 64 AS few_transaction_ids;
 DROP TRIGGER refuse_one ON flyt.outbox;
 
--- The retry's message is written straight from the stored jsonb; it is the
--- same, byte for byte, as what jansson writes for the same tree (the
--- registration's message, whose keys are in jsonb's order here): escapes,
+-- Messages are written straight from the stored jsonb, byte for byte what
+-- jansson wrote for the same tree (registration and retry alike): escapes,
 -- control characters (upper-case \u001F, as jansson), non-ASCII text,
 -- nested collections, UUIDs in any case written in lower case, unknown
 -- header fields left out.
@@ -126,6 +125,10 @@ WHERE g.event_name = 'instance-registered' AND r.event_name = 'instance-requeste
 SELECT r.headers->>'flyt.instance-flow-headers' AS retried_headers
 FROM flyt.outbox r WHERE r.event_name = 'instance-requested-for-retry' AND r.key = :'edge_id' \gset
 SELECT replace(:'retried_headers', :'edge_correlation', '<new>') AS retried_headers;
+-- The value's exact bytes (those jansson wrote for it, compared when the
+-- registration's message still went through jansson).
+SELECT regexp_replace(value, '"createdAt":"[^"]*"', '"createdAt":"<created>"') AS retried_value
+FROM flyt.outbox WHERE event_name = 'instance-requested-for-retry' AND key = :'edge_id';
 -- A number only jansson writes right (stored by hand: the consumer quotes
 -- them) takes jansson's path: 1.50 is written 1.5, as before.
 UPDATE flyt.instance SET payload = '{"valuePerKey": {"a": 1.50, "b": 12}}' WHERE id = :edge_id;
