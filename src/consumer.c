@@ -530,15 +530,24 @@ apply_message(const rd_kafka_message_t *msg, bool received)
 
 /*
  * Registrations read from a run of instance-received messages, stored
- * together when the run ends (flush_registrations).
+ * together when the run ends or grows large (flush_registrations).
  */
 typedef struct PendingRegistrations
 {
 	MemoryContext context;		/* what they hold */
 	FlytRegistration *regs;
 	int			n;
+	size_t		bytes;			/* of the messages they came from */
 	TimestampTz created_at;
 } PendingRegistrations;
+
+/*
+ * Registrations are stored once their messages hold this many bytes, so
+ * that a batch of large messages holds a few of them at a time (what a
+ * registration holds until stored is about four times its message), and a
+ * batch of ordinary ones (a few kB each) is stored at once.
+ */
+#define PENDING_FLUSH_BYTES (1024 * 1024)
 
 static void
 flush_registrations(FlytConsumer *consumer, PendingRegistrations *pending)
@@ -551,6 +560,7 @@ flush_registrations(FlytConsumer *consumer, PendingRegistrations *pending)
 	flyt_spi_finish();
 	consumer->applying = FLYT_APPLYING_NONE;
 	pending->n = 0;
+	pending->bytes = 0;
 	MemoryContextReset(pending->context);
 }
 
@@ -637,6 +647,7 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 											ALLOCSET_DEFAULT_SIZES);
 	pending.regs = palloc(sizeof(FlytRegistration) * Max(stop - start, 1));
 	pending.n = 0;
+	pending.bytes = 0;
 	pending.created_at = GetCurrentTransactionStartTimestamp();
 
 	/*
@@ -695,9 +706,12 @@ flyt_consumer_apply(FlytConsumer *consumer, rd_kafka_message_t **messages, int s
 			MemoryContextSwitchTo(pending.context);
 			flyt_prepare_registration(&headers, payload, pending.created_at,
 									  &pending.regs[pending.n++]);
+			pending.bytes += msg->len;
 			consumer->applying = FLYT_APPLYING_NONE;
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(message_context);
+			if (pending.bytes >= PENDING_FLUSH_BYTES)
+				flush_registrations(consumer, &pending);
 		}
 		else
 		{

@@ -453,6 +453,13 @@ JsonbIteratorNext(JsonbIterator **it, JsonbValue *val, bool skipNested)
 	fuzz_fatal("JsonbIteratorNext called");
 }
 
+JsonbValue *
+getKeyJsonValueFromContainer(JsonbContainer *container, const char *keyVal, int keyLen,
+							 JsonbValue *res)
+{
+	fuzz_fatal("getKeyJsonValueFromContainer called");
+}
+
 Size
 toast_raw_datum_size(Datum value)
 {
