@@ -30,7 +30,7 @@ set -euo pipefail
 N1=3000
 N2=2000
 TOTAL=$((N1 + N2))
-RATE=${FLYT_CRASH_RATE:-1000} # messages/s the test producer sends
+RATE=${FLYT_CRASH_RATE:-500} # messages/s the test producer sends
 
 lc_init "${FLYT_CRASH_TIME_LIMIT:-420}"
 lc_broker_start
@@ -49,8 +49,22 @@ else
 	lc_bail "worker is running" "state '$(lc_state)'"
 fi
 
+# consumer_assigned NAME — waits until the consumer has its partitions, so
+# that the worker ingests the messages as the producer sends them (over
+# seconds) and can be stopped in the middle; a consumer still joining its
+# group would take them all at once when it gets there, and a fast ingest
+# could be over before a check sees it in progress.
+consumer_assigned() {
+	if lc_wait 60 lc_sql_true "SELECT flyt_status()->'consumer'->'assignment'->>'state' = 'assigned'"; then
+		lc_pass "$1: the consumer has its partitions"
+	else
+		lc_fail "$1: the consumer has its partitions within 60 s" "$(lc_sql "SELECT flyt_status()->'consumer'")"
+	fi
+}
+
 # --- 1. kill -9 of the worker while it ingests ---------------------------------
 
+consumer_assigned "before the kill -9"
 lc_produce_bg "$LC_WORK/a.tsv" "$RATE"
 producer=$LC_PRODUCER_PID
 pid=
@@ -114,6 +128,7 @@ lc_eq "$N1 distinct sourceApplicationInstanceIds after the worker crash" "$N1" \
 
 # --- 2. immediate stop of the server while it ingests -------------------------
 
+consumer_assigned "before the immediate stop"
 lc_produce_bg "$LC_WORK/b.tsv" "$RATE"
 producer=$LC_PRODUCER_PID
 if lc_wait 60 lc_count_between "$N1" "$TOTAL"; then
