@@ -31,13 +31,13 @@
 #include "guc.h"
 #include "kafka.h"
 
-/* Lines the log callback keeps until the worker reports them. */
 /*
  * How long the producer gathers messages into one request unless
  * flyt_instance.kafka_config says otherwise (see bench/RESULTS.md).
  */
 #define DEFAULT_LINGER_MS "5"
 
+/* Lines the log callback keeps until the worker reports them. */
 #define LOG_RING 64
 #define LOG_LINE 512
 

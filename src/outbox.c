@@ -308,14 +308,8 @@ flyt_outbox_enqueue_many(const char *event_name, int n, char **keys,
 			  6, argtypes);
 	elems = palloc(sizeof(Datum) * n);
 	isnull = palloc(sizeof(bool) * n);
-	for (int i = 0; i < n; i++)
-	{
-		int64		id = flyt_next_value("outbox_id_seq");
-
-		if (i == 0)
-			first = id;
-		elems[i] = Int64GetDatum(id);
-	}
+	flyt_next_values("outbox_id_seq", n, elems);
+	first = DatumGetInt64(elems[0]);
 	args[2] = flyt_array(INT8OID, elems, NULL, n);
 	for (int c = 0; c < 3; c++)
 	{

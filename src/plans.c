@@ -98,11 +98,12 @@ flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 }
 
 /*
- * The next value of one of the extension's sequences without a query:
- * nextval() itself (with its permission check) on flyt.<sequence>.
+ * The next n values of one of the extension's sequences without a query:
+ * nextval() itself (with its permission check) on flyt.<sequence>, looked
+ * up once.
  */
-int64
-flyt_next_value(const char *sequence)
+void
+flyt_next_values(const char *sequence, int n, Datum *values)
 {
 	Oid			relid = get_relname_relid(sequence, get_namespace_oid("flyt", false));
 
@@ -110,7 +111,18 @@ flyt_next_value(const char *sequence)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("sequence flyt.%s does not exist", sequence)));
-	return nextval_internal(relid, true);
+	for (int i = 0; i < n; i++)
+		values[i] = Int64GetDatum(nextval_internal(relid, true));
+}
+
+/* The next value of one of the extension's sequences (flyt_next_values). */
+int64
+flyt_next_value(const char *sequence)
+{
+	Datum		value;
+
+	flyt_next_values(sequence, 1, &value);
+	return DatumGetInt64(value);
 }
 
 /*

@@ -8,10 +8,10 @@
  * It always starts at the head: rows are deleted once acknowledged, so the
  * head holds only what is in flight, what waits for redelivery and what is
  * new, and a row whose transaction committed after a later one is still
- * found.  Rows in flight are skipped by id, read from the index alone (a
- * scan fetches whole rows only for ids not in flight); a row in flight or waiting for
- * redelivery blocks the later rows of its key, so events of one instance
- * never overtake each other.
+ * found.  Rows in flight are skipped by id (while some are in flight, a scan
+ * reads ids first and whole rows only for ids not in flight); a row in
+ * flight or waiting for redelivery blocks the later rows of its key, so
+ * events of one instance never overtake each other.
  *
  * Delivery reports are collected while librdkafka's queue is served and
  * applied afterwards in one transaction: delivered rows are deleted.  A row
@@ -551,6 +551,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	int64		cursor = 0;
 	int			sent = 0;
 	bool		standbys_ok = false;
+	TransactionId durable_xmin = InvalidTransactionId;
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
 	pump->last_scan_at = now;
@@ -653,6 +654,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			rd_kafka_resp_err_t err;
 			IdEntry    *entry;
 			uint32		tag;
+			TransactionId xmin;
 
 			key = SPI_getvalue(tuple, desc, 3);
 			tag = key_tag(key);
@@ -671,12 +673,17 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				continue;
 			}
 
-			if (!row_durable(DatumGetTransactionId(SPI_getbinval(tuple, desc, 9, &isnull)),
-							 &standbys_ok))
+			xmin = DatumGetTransactionId(SPI_getbinval(tuple, desc, 9, &isnull));
+			/* rows of one transaction come together: each is looked up once */
+			if (xmin != durable_xmin)
 			{
-				/* the synchronous standbys lag: look again shortly */
-				pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
-				return sent;
+				if (!row_durable(xmin, &standbys_ok))
+				{
+					/* the synchronous standbys lag: look again shortly */
+					pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
+					return sent;
+				}
+				durable_xmin = xmin;
 			}
 			topic = SPI_getvalue(tuple, desc, 2);
 			value = SPI_getvalue(tuple, desc, 5);

@@ -1419,34 +1419,30 @@ flyt_flow_headers_text_from_jsonb(Jsonb *headers, const pg_uuid_t *correlation_i
 			appendStringInfoString(&buf, "null");
 		else if (strcmp(field, "correlationId") == 0 && v->type == jbvString)
 			append_uuid_or_string(&buf, v);
-		else if (strcmp(field, "fileIds") == 0 && v->type == jbvBinary)
+		else if (strcmp(field, "fileIds") == 0 && v->type == jbvBinary &&
+				 JsonContainerIsArray(v->val.binary.data))
 		{
 			JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
 			JsonbValue	e;
 			JsonbIteratorToken token;
 			bool		first = true;
 
-			if (!JsonContainerIsArray(v->val.binary.data))
-				ok = append_member(&buf, v);
-			else
+			appendStringInfoChar(&buf, '[');
+			while (ok && (token = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
 			{
-				appendStringInfoChar(&buf, '[');
-				while (ok && (token = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+				if (token != WJB_ELEM)
+					continue;
+				if (e.type != jbvString)
+					ok = false;
+				else
 				{
-					if (token != WJB_ELEM)
-						continue;
-					if (e.type != jbvString)
-						ok = false;
-					else
-					{
-						if (!first)
-							appendStringInfoChar(&buf, ',');
-						first = false;
-						append_uuid_or_string(&buf, &e);
-					}
+					if (!first)
+						appendStringInfoChar(&buf, ',');
+					first = false;
+					append_uuid_or_string(&buf, &e);
 				}
-				appendStringInfoChar(&buf, ']');
 			}
+			appendStringInfoChar(&buf, ']');
 		}
 		else
 			ok = append_member(&buf, v);
@@ -1470,25 +1466,24 @@ flyt_flow_headers_text_from_jsonb(Jsonb *headers, const pg_uuid_t *correlation_i
 char *
 flyt_flow_headers_text(json_t *headers)
 {
-	const char *const *fields = flow_header_fields;
 	json_t	   *out = json_object();
 	char	   *text;
 
 	for (int i = 0; i < (int) lengthof(flow_header_fields); i++)
 	{
-		json_t	   *v = json_object_get(headers, fields[i]);
+		json_t	   *v = json_object_get(headers, flow_header_fields[i]);
 		pg_uuid_t	uuid;
 		char		buf[37];
 
 		if (v == NULL)
 			v = json_null();
-		else if (json_is_string(v) && strcmp(fields[i], "correlationId") == 0 &&
+		else if (json_is_string(v) && strcmp(flow_header_fields[i], "correlationId") == 0 &&
 				 parse_uuid(json_string_value(v), &uuid))
 		{
 			flyt_uuid_to_text(&uuid, buf);
 			v = json_string(buf);
 		}
-		else if (json_is_array(v) && strcmp(fields[i], "fileIds") == 0)
+		else if (json_is_array(v) && strcmp(flow_header_fields[i], "fileIds") == 0)
 		{
 			json_t	   *ids = json_array();
 			json_t	   *file_id;
@@ -1508,7 +1503,7 @@ flyt_flow_headers_text(json_t *headers)
 		}
 		else
 			json_incref(v);
-		json_object_set_new(out, fields[i], v);
+		json_object_set_new(out, flow_header_fields[i], v);
 	}
 	text = flyt_json_dump(out);
 	json_decref(out);

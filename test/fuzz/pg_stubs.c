@@ -453,6 +453,11 @@ JsonbIteratorNext(JsonbIterator **it, JsonbValue *val, bool skipNested)
 	fuzz_fatal("JsonbIteratorNext called");
 }
 
+/*
+ * wire.c writes stored instances and flow headers straight from jsonb
+ * (flyt_instance_dto_from_jsonb, flyt_flow_headers_text_from_jsonb); the
+ * fuzzer drives only the parsing of messages, which never looks a key up.
+ */
 JsonbValue *
 getKeyJsonValueFromContainer(JsonbContainer *container, const char *keyVal, int keyLen,
 							 JsonbValue *res)
