@@ -302,7 +302,7 @@ expect("postgrest readiness", (c["readinessProbe"]["httpGet"]["path"], c["readin
 # Postgres.
 sts = by[("StatefulSet", "flyt-instance-postgres")]["spec"]
 pc = sts["template"]["spec"]["containers"][0]
-expect("postgres image", pc["image"], "ghcr.io/fintlabs/flyt-instance-postgres:0.4")
+expect("postgres image", pc["image"], "ghcr.io/fintlabs/flyt-instance-postgres:0.5")
 conf = by[("ConfigMap", "flyt-instance-postgres-files")]["data"]["postgresql.conf"]
 if "shared_preload_libraries = 'flyt_instance'" not in conf:
     errors.append("postgresql.conf does not preload flyt_instance")

@@ -108,8 +108,11 @@ for from in $versions; do
 		not_ok "$from updated to $current equals a fresh install"
 		head -60 "$work/diff"
 	fi
+	# the history too: the retry appends the next version (0.5 keys the
+	# history by instance and version alone)
 	if [ "$(psql_q -d flyt_upgrade_path -c 'SELECT count(*) FROM flyt.instance')" = 1 ] &&
-		psql_q -d flyt_upgrade_path -c 'SELECT flyt_retry(1)' >/dev/null; then
+		psql_q -d flyt_upgrade_path -c 'SELECT flyt_retry(1)' >/dev/null &&
+		[ "$(psql_q -d flyt_upgrade_path -c "SELECT string_agg(version || ' ' || event_type, ', ' ORDER BY version) FROM flyt_instance_history(1)")" = "1 REGISTERED, 2 RETRY_REQUESTED" ]; then
 		ok "data of $from is kept and usable after the update"
 	else
 		not_ok "data of $from is kept and usable after the update"
