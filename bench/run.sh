@@ -592,6 +592,11 @@ kafka_off
 cleanup_with_load() { # NAME SQL -> "T0 T1"; pgbench logs in $LC_WORK/cl_NAME_*
 	local name=$1 q=$2 t0 t1 pg
 	rm -f "$LC_WORK/cl_$name"* "$LC_WORK/stop"
+	# Each run starts right after a checkpoint of its own: the same
+	# full-page writes for both, and WAL segments recycled rather than
+	# created (a checkpoint that the WAL before one run set off would
+	# otherwise land on the other).
+	sql "CHECKPOINT" >/dev/null
 	# Short pgbench runs one after the other, so that every log is complete.
 	(cd "$LC_WORK" && k=0 && while [ ! -e stop ]; do
 		k=$((k + 1))
