@@ -1,7 +1,7 @@
 -- Every error path of the SQL API raises its documented SQLSTATE, and a
 -- failed call leaves nothing behind.
 BEGIN;
-SELECT plan(41);
+SELECT plan(47);
 
 TRUNCATE flyt.instance, flyt.instance_event, flyt.outbox RESTART IDENTITY;
 CREATE TEMP TABLE h AS SELECT
@@ -85,6 +85,21 @@ DROP TRIGGER fail ON flyt.outbox;
 SELECT is((SELECT count(*) FROM flyt.instance), 3::bigint, 'late failures left no instance behind and deleted none');
 SELECT is((SELECT count(*) FROM flyt.instance_event), 3::bigint, 'late failures left no event behind');
 SELECT is((SELECT max(version) FROM flyt.instance_event WHERE instance_id = 1), 2, 'instance 1 history untouched');
+
+-- The stored rows keep their shape whatever writes them (domains since 0.5),
+-- on INSERT and on UPDATE, and the error names the rule.
+SELECT throws_ok($$INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (1, 9, 'EXPLODED')$$,
+	'23514', 'value for domain flyt.instance_event_type violates check constraint "instance_event_type_check"', 'unknown event type refused');
+SELECT throws_ok($$INSERT INTO flyt.instance_event (instance_id, version, event_type) VALUES (1, 0, 'DELETED')$$,
+	'23514', 'value for domain flyt.instance_event_version violates check constraint "instance_event_version_positive"', 'version 0 refused');
+SELECT throws_ok($$UPDATE flyt.instance_event SET version = -1 WHERE instance_id = 1$$,
+	'23514', 'value for domain flyt.instance_event_version violates check constraint "instance_event_version_positive"', 'negative version refused on update');
+SELECT throws_ok($$INSERT INTO flyt.outbox (event_name, topic, headers) VALUES ('x', 't', '[]')$$,
+	'23514', 'value for domain flyt.outbox_headers violates check constraint "outbox_headers_is_object"', 'outbox headers not an object refused');
+SELECT throws_ok($$INSERT INTO flyt.outbox (event_name, topic, headers, attempts) VALUES ('x', 't', '{}', -1)$$,
+	'23514', 'value for domain flyt.outbox_attempts violates check constraint "outbox_attempts_check"', 'negative attempts refused');
+SELECT throws_ok($$UPDATE flyt.outbox SET attempts = attempts - 100$$,
+	'23514', 'value for domain flyt.outbox_attempts violates check constraint "outbox_attempts_check"', 'negative attempts refused on update');
 
 SELECT * FROM finish();
 ROLLBACK;
