@@ -606,11 +606,14 @@ cleanup_with_load() { # NAME SQL -> "T0 T1"; pgbench logs in $LC_WORK/cl_NAME_*
 	pg=$!
 	LC_BG_PIDS+=("$pg")
 	sleep 2
+	sql "SELECT pg_stat_reset_shared('wal')" >/dev/null
 	t0=$(now)
 	LC_SQL_TIMEOUT=1800 sql "$q" >/dev/null
 	t1=$(now)
 	touch "$LC_WORK/stop"
 	wait "$pg" || true
+	# what the run and the retries beside it wrote to the WAL
+	say "cleanup $name: WAL $(sql "SELECT pg_size_pretty(wal_bytes) || ' in ' || wal_records || ' records, ' || wal_fpi || ' full pages, ' || wal_buffers_full || ' times the WAL buffers were full, ' || wal_sync || ' syncs' FROM pg_stat_wal")"
 	echo "$t0 $t1"
 }
 p99_between() { # NAME T0 T1 -> p99 and count of the retry latencies (ms) that ended in [T0, T1]

@@ -19,6 +19,7 @@
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 
 #include "plans.h"
@@ -97,6 +98,19 @@ flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 	return (int) SPI_processed;
 }
 
+/* flyt.<sequence>, which must exist. */
+static Oid
+sequence_oid(const char *sequence)
+{
+	Oid			relid = get_relname_relid(sequence, get_namespace_oid("flyt", false));
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sequence flyt.%s does not exist", sequence)));
+	return relid;
+}
+
 /*
  * The next n values of one of the extension's sequences without a query:
  * nextval() itself (with its permission check) on flyt.<sequence>, looked
@@ -105,14 +119,28 @@ flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 void
 flyt_next_values(const char *sequence, int n, Datum *values)
 {
-	Oid			relid = get_relname_relid(sequence, get_namespace_oid("flyt", false));
+	Oid			relid = sequence_oid(sequence);
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("sequence flyt.%s does not exist", sequence)));
 	for (int i = 0; i < n; i++)
 		values[i] = Int64GetDatum(nextval_internal(relid, true));
+}
+
+/*
+ * The last value one of the extension's sequences handed out, to anyone
+ * (pg_sequence_last_value: not this session's, and whether or not the
+ * transaction that took it has committed); 0 before the first.
+ */
+int64
+flyt_sequence_last_value(const char *sequence)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		last;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(sequence_oid(sequence));
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	return fcinfo->isnull ? 0 : DatumGetInt64(last);
 }
 
 /* The next value of one of the extension's sequences (flyt_next_values). */

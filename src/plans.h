@@ -19,6 +19,7 @@ extern void flyt_spi_finish(void);
 extern Datum flyt_spi_finish_datum(Datum value, bool typbyval, int typlen);
 extern void flyt_next_values(const char *sequence, int n, Datum *values);
 extern int64 flyt_next_value(const char *sequence);
+extern int64 flyt_sequence_last_value(const char *sequence);
 extern Datum flyt_array(Oid elemtype, Datum *elems, const bool *nulls, int n);
 extern int	flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);

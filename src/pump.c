@@ -3,15 +3,17 @@
  * pump.c
  *	  The outbox pump: flyt.outbox to Kafka, in order, at least once.
  *
- * A scan reads the outbox from its head in id order and hands rows to the
- * idempotent producer until flyt_instance.max_in_flight are outstanding.
- * It always starts at the head: rows are deleted once acknowledged, so the
- * head holds only what is in flight, what waits for redelivery and what is
- * new, and a row whose transaction committed after a later one is still
- * found.  Rows in flight are skipped by id (while some are in flight, a scan
- * reads ids first and whole rows only for ids not in flight); a row in
- * flight or waiting for redelivery blocks the later rows of its key, so
- * events of one instance never overtake each other.
+ * A scan reads the outbox in id order and hands rows to the idempotent
+ * producer until flyt_instance.max_in_flight are outstanding; it runs only
+ * while at most half of that is (flyt_pump_window_open).  Rows are deleted
+ * once acknowledged, so the head holds only what is in flight, what waits
+ * for redelivery and what is new.  A scan starts after the ids it knows
+ * were all handed over (scan_from, see flyt_pump_send), not at the head:
+ * the deleted rows there cost a visit each until vacuum removes them.  Rows
+ * in flight are skipped by id (while some are in flight, a scan reads ids
+ * first and whole rows only for ids not in flight); a row in flight or
+ * waiting for redelivery blocks the later rows of its key, so events of one
+ * instance never overtake each other.
  *
  * Delivery reports are collected while librdkafka's queue is served and
  * applied afterwards in one transaction: delivered rows are deleted.  A row
@@ -47,9 +49,12 @@
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
@@ -109,10 +114,22 @@ flyt_pump_delivery_report(FlytPump *pump, const rd_kafka_message_t *msg)
 	pump->nreports++;
 }
 
+/*
+ * Scans start at the head again: a row that was handed over is queued
+ * again (its delivery failed, or the producer was lost with it).
+ */
+static void
+rescan_from_head(FlytPump *pump)
+{
+	pump->scan_from = 0;
+	pump->next_from = 0;
+}
+
 /* Every message in flight is lost with the producer: the rows stay queued. */
 void
 flyt_pump_forget_in_flight(FlytPump *pump)
 {
+	rescan_from_head(pump);
 	idhash_reset(pump->inflight);
 	idhash_reset(pump->inflight_keys);
 	pump->in_flight = 0;
@@ -121,10 +138,26 @@ flyt_pump_forget_in_flight(FlytPump *pump)
 	pump->queue_full = false;
 }
 
+/*
+ * May a scan send now, as far as the window goes?  A scan walks every row in
+ * flight at the outbox's head to reach the rows after them, so while more
+ * than half of flyt_instance.max_in_flight is in flight it waits for the
+ * reports that free the rest (one round trip to the brokers): each scan then
+ * sends at least as many rows as it walks over.  With few in flight, as
+ * while retries trickle in, a row goes at once.
+ */
+bool
+flyt_pump_window_open(FlytPump *pump)
+{
+	return pump->in_flight <= flyt_max_in_flight / 2;
+}
+
 /* Should the worker scan the outbox now? */
 bool
 flyt_pump_wants_scan(FlytPump *pump, TimestampTz now)
 {
+	if (!flyt_pump_window_open(pump))
+		return false;
 	return pump->more || (pump->next_retry_at != 0 && now >= pump->next_retry_at) ||
 		TimestampDifferenceExceeds(pump->last_scan_at, now, FLYT_PUMP_IDLE_SCAN_MS);
 }
@@ -317,6 +350,8 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		FlytDelivery *report = &pump->reports[i];
 		IdEntry *entry = idhash_lookup(pump->inflight, report->id);
 
+		if (report->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			rescan_from_head(pump);	/* the row stays queued, behind scan_from */
 		if (report->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
 			report->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
 		{
@@ -538,8 +573,63 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 }
 
 /*
- * Hands up to room rows to the producer, in id order from the head of the
- * outbox.  Returns how many were handed over.
+ * The transactions of this database running now, but this one: any of them
+ * may hold outbox ids it has not committed yet.  Vacuum holds none.
+ */
+static void
+note_running_transactions(FlytPump *pump)
+{
+	int			n;
+	VirtualTransactionId *running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
+														  PROC_IN_VACUUM, &n);
+
+	if (pump->waiting != NULL)
+		pfree(pump->waiting);
+	pump->waiting = MemoryContextAlloc(pump->context, sizeof(VirtualTransactionId) * Max(n, 1));
+	memcpy(pump->waiting, running, sizeof(VirtualTransactionId) * n);
+	pump->nwaiting = n;
+	pfree(running);
+}
+
+/* Have all the transactions noted by note_running_transactions ended? */
+static bool
+noted_transactions_ended(FlytPump *pump)
+{
+	while (pump->nwaiting > 0)
+	{
+		if (!VirtualXactLock(pump->waiting[pump->nwaiting - 1], false))
+			return false;
+		pump->nwaiting--;
+	}
+	return true;
+}
+
+/*
+ * Hands up to room rows to the producer, in id order.  Returns how many
+ * were handed over.
+ *
+ * Where a scan starts.  Ids come from flyt.outbox_id_seq (CACHE 1: in the
+ * order they are handed out, to every session), but transactions commit
+ * in any order, so a row may become visible behind rows already sent.
+ * scan_from is an id up to which every row has been handed over; it only
+ * moves, to next_from, in three steps:
+ *  1. before a scan's snapshot, the last id the sequence handed out (L)
+ *     and the transactions running (noted), then the scan: every row up to
+ *     L that the snapshot cannot see belongs to a noted transaction (it
+ *     took its id before L was read, so it was running then, or it ended
+ *     before the snapshot and is seen).  next_from proposes min(L, the
+ *     last id up to which this scan handed everything over);
+ *  2. once every noted transaction has ended (checked before a later
+ *     scan's snapshot), rows up to next_from are all visible to that
+ *     scan, which still starts at scan_from;
+ *  3. scan_from moves as far toward next_from as that scan, and each
+ *     after it, has handed everything over (no row up to next_from can
+ *     appear any more).
+ * With no transaction running at step 1, steps 2 and 3 are that same
+ * scan.  A row that is handed over and comes back (delivery failed, the
+ * producer lost) sends scans to the head again (rescan_from_head); so does
+ * the scan of every FLYT_PUMP_IDLE_SCAN_MS, which finds rows whose ids did
+ * not come from the sequence (written by hand).
  */
 int
 flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
@@ -548,7 +638,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	static const Oid rows_types[] = {INT8ARRAYOID};
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		candidates[ROW_PAGE];
-	int64		cursor = 0;
+	int64		cursor;
+	int64		first_left = PG_INT64_MAX;	/* the first row seen and not handed over */
+	bool		at_end = false; /* the scan saw every row after scan_from */
+	int64		last_handed_out = 0;
 	int			sent = 0;
 	bool		standbys_ok = false;
 	TransactionId durable_xmin = InvalidTransactionId;
@@ -567,12 +660,29 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	/* every message in flight gets one report: make room for them now */
 	reserve_reports(pump, pump->in_flight + room);
 
+	if (TimestampDifferenceExceeds(pump->last_full_scan_at, now, FLYT_PUMP_IDLE_SCAN_MS))
+	{
+		rescan_from_head(pump);
+		pump->last_full_scan_at = now;
+	}
+	/* steps 1 and 2, before the snapshot (see above) */
+	if (pump->next_from != 0)
+		pump->waiting_ended = pump->waiting_ended || noted_transactions_ended(pump);
+	else
+	{
+		last_handed_out = flyt_sequence_last_value("outbox_id_seq");
+		note_running_transactions(pump);
+	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cursor = pump->scan_from;
+
 	/*
-	 * With rows in flight, two steps per page: the ids from the cursor on
-	 * (no whole rows, so that rows in flight, the most common at the head,
-	 * cost 8 bytes each), then the rows of those not in flight, in id order.
-	 * One snapshot for both (the step's), so the second finds every row the
-	 * first saw.  With none in flight, the rows at once.
+	 * With rows in flight after the cursor (the scan starts behind some,
+	 * as after a delivery failed), two steps per page: the ids from the
+	 * cursor on (no whole rows, so that rows in flight cost 8 bytes each),
+	 * then the rows of those not in flight, in id order.  One snapshot for
+	 * both (the scan's), so the second finds every row the first saw.  Past
+	 * the last row handed over, the rows at once.
 	 */
 	flyt_plan(&ids_plan,
 			  "SELECT id FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
@@ -589,10 +699,11 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		Datum		values[2];
 		uint64		n;
 		bool		page_full;
+		bool		stop = false;
 
-		if (pump->in_flight == 0)
+		if (pump->in_flight == 0 || cursor >= pump->max_sent_id)
 		{
-			/* nothing to skip: whole rows from the cursor on */
+			/* nothing in flight from the cursor on: whole rows */
 			values[0] = Int64GetDatum(cursor);
 			values[1] = Int32GetDatum(ROW_PAGE);
 			n = flyt_execute(range_plan, values, NULL, true, 0, SPI_OK_SELECT);
@@ -631,13 +742,16 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			if (ncandidates == 0)
 			{
 				if (!page_full)
+				{
+					at_end = true;
 					break;
+				}
 				continue;
 			}
 			values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
 			n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
 		}
-		for (uint64 i = 0; i < n; i++)
+		for (uint64 i = 0; i < n && !stop; i++)
 		{
 			HeapTuple	tuple = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -664,12 +778,14 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				block_key(pump, tag);
 				if (pump->next_retry_at == 0 || next_attempt_at < pump->next_retry_at)
 					pump->next_retry_at = next_attempt_at;
+				first_left = Min(first_left, id);
 				continue;
 			}
 			if (key_blocked(pump, tag))
 			{
 				/* its turn comes when the earlier row's report arrives */
 				block_key(pump, tag);
+				first_left = Min(first_left, id);
 				continue;
 			}
 
@@ -681,7 +797,9 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				{
 					/* the synchronous standbys lag: look again shortly */
 					pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
-					return sent;
+					first_left = Min(first_left, id);
+					stop = true;
+					break;
 				}
 				durable_xmin = xmin;
 			}
@@ -712,13 +830,16 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				{
 					pump->more = true;
 					pump->queue_full = true;
-					return sent;
+					first_left = Min(first_left, id);
+					stop = true;
+					break;
 				}
 				/*
 				 * Refused outright (unknown topic, too large): a failed
 				 * delivery, and the later rows of its key must wait for it.
 				 */
 				block_key(pump, tag);
+				first_left = Min(first_left, id);
 				/* room for this report and for every one still owed */
 				reserve_reports(pump, pump->in_flight + (room - sent) + 1);
 				pump->reports[pump->nreports].id = id;
@@ -726,6 +847,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				pump->nreports++;
 				continue;
 			}
+			pump->max_sent_id = Max(pump->max_sent_id, id);
 			entry = idhash_insert(pump->inflight, id, &found);
 			entry->since = created_at;
 			entry->tag = tag;
@@ -734,12 +856,59 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			if (++sent >= room)
 			{
 				pump->more = true;
-				return sent;
+				/* the rest of the page was seen and is left */
+				if (i + 1 < n)
+					first_left = Min(first_left,
+									 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i + 1], desc, 1, &isnull)));
+				stop = true;
 			}
 		}
 		SPI_freetuptable(SPI_tuptable);
-		if (!page_full)
+		if (stop)
 			break;
+		if (!page_full)
+		{
+			at_end = true;
+			break;
+		}
 	}
+
+	/*
+	 * Everything up to settled was handed over: up to the first row left
+	 * (rows seen have ids up to the cursor), and no further than the scan
+	 * looked; when it looked to the end, any id, as far as this snapshot
+	 * goes.
+	 */
+	if (IsolationUsesXactSnapshot())
+	{
+		/* the snapshot is the transaction's, older than what step 1 read */
+		rescan_from_head(pump);
+	}
+	else
+	{
+		int64		settled = first_left != PG_INT64_MAX ? first_left - 1 :
+			at_end ? PG_INT64_MAX : cursor;
+
+		if (pump->next_from != 0)
+		{
+			/* step 3, as far as this scan got */
+			if (pump->waiting_ended)
+				pump->scan_from = Max(pump->scan_from, Min(pump->next_from, settled));
+			if (pump->scan_from >= pump->next_from)
+				pump->next_from = 0;
+		}
+		else if (Min(last_handed_out, settled) > pump->scan_from)
+		{
+			/* step 1, and with nothing running steps 2 and 3 too */
+			pump->next_from = Min(last_handed_out, settled);
+			pump->waiting_ended = pump->nwaiting == 0;
+			if (pump->waiting_ended)
+			{
+				pump->scan_from = pump->next_from;
+				pump->next_from = 0;
+			}
+		}
+	}
+	PopActiveSnapshot();
 	return sent;
 }

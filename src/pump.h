@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "datatype/timestamp.h"
+#include "storage/lock.h"
 
 #include "breaker.h"
 
@@ -49,6 +50,22 @@ typedef struct FlytPump
 	TimestampTz last_scan_at;	/* when the outbox was last scanned */
 	bool		more;			/* the last scan stopped with rows left */
 	bool		queue_full;		/* the producer's queue is full: wait for reports */
+
+	/*
+	 * Where scans start (see flyt_pump_send): every row with an id up to
+	 * scan_from has been handed to the producer.  It moves to next_from
+	 * once the transactions in waiting[], which may still commit rows at or
+	 * below next_from, have ended and a scan after that has handed those
+	 * over too.
+	 */
+	int64		scan_from;
+	int64		max_sent_id;	/* the highest id ever handed over: none in
+								 * flight is higher */
+	int64		next_from;		/* 0: none proposed */
+	VirtualTransactionId *waiting;
+	int			nwaiting;
+	bool		waiting_ended;
+	TimestampTz last_full_scan_at;	/* the last scan from the head */
 } FlytPump;
 
 extern void flyt_pump_init(FlytPump *pump);
@@ -56,6 +73,7 @@ extern void flyt_pump_delivery_report(FlytPump *pump, const rd_kafka_message_t *
 extern void flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker);
 extern int	flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room);
 extern void flyt_pump_forget_in_flight(FlytPump *pump);
+extern bool flyt_pump_window_open(FlytPump *pump);
 extern bool flyt_pump_wants_scan(FlytPump *pump, TimestampTz now);
 
 #endif							/* FLYT_PUMP_H */

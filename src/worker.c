@@ -790,7 +790,7 @@ run_pass(void)
 		if (worker.consumer.more)
 			timeout = Min(timeout, ms_until(worker.consume_retry_at, now));
 		if (worker.pump.more && !worker.pump.queue_full &&
-			worker.pump.in_flight < flyt_max_in_flight &&
+			flyt_pump_window_open(&worker.pump) &&
 			flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0)
 			timeout = 0;
 		if (breaker_ms >= 0)
@@ -799,7 +799,7 @@ run_pass(void)
 			timeout = Min(timeout, ms_until(worker.pump.next_retry_at, now));
 		/* the next look at the outbox, when it may send at all */
 		if (flyt_breaker_room(&worker.breaker, now, worker.pump.in_flight) > 0 &&
-			worker.pump.in_flight < flyt_max_in_flight)
+			flyt_pump_window_open(&worker.pump))
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(worker.pump.last_scan_at,
 																		FLYT_PUMP_IDLE_SCAN_MS), now));
 	}

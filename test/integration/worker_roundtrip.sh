@@ -7,6 +7,8 @@
 #     instance-registered message (key, flow headers + instanceId,
 #     flyt.event-id, the DTO); delivered outbox rows are deleted;
 #   - flyt_retry → instance-requested-for-retry with the new correlationId;
+#   - a retry that commits after later retries were sent is sent too, ahead
+#     of what is queued after its commit (the pump's scan position);
 #   - instance-dispatched → row deleted, instance-deleted with a null value
 #     and the dispatched record's headers (as the original);
 #   - bad messages (value not JSON, invalid instance, header missing, header
@@ -125,6 +127,54 @@ jcheck "retry: header = stored headers with the new correlationId" "$F" \
 jcheck "retry: value = the DTO" "$F" '.[0].payload | fromjson == $dto' --argjson dto "$DTO"
 jcheck "retry: flyt.event-id a UUID other than the registered one's" "$F" \
 	'.[0] | eventid | isuuid and . != $r' --arg r "$REG_EVENT_ID"
+
+# --- a row that commits after later rows were sent ------------------------------------
+# The pump starts its scans after the ids it has handed over (pump.c): a
+# transaction that took an outbox id and commits after rows with later ids
+# went must still have its row sent, at once and ahead of what is queued
+# after its commit (the topic has one partition, so its order is the
+# order sent).  A pump that had moved past the row would find it only at
+# its next scan from the head, after the later retry.
+
+register_as() { # SOURCE_INSTANCE_ID — registers the fixture instance under that id, prints its id
+	sql -v h="$(headers_with ".sourceApplicationInstanceId = \"$1\"")" -v v="$FIX_VALUE" \
+		"SELECT flyt_register_instance(:'h'::jsonb, :'v'::jsonb)"
+}
+LATE=$(register_as late-row)
+OTHER=$(register_as after-late-row)
+wait_until "$WAIT" outbox_empty || fail "the registrations are sent before the late retry"
+RETRIES_BEFORE=$(topic_count "$T_RETRY")
+mkfifo "$WORK/late.fifo"
+psql -X -At -q -v ON_ERROR_STOP=1 -d postgres -f "$WORK/late.fifo" >"$WORK/late.out" 2>&1 &
+LATE_PSQL=$!
+exec 7>"$WORK/late.fifo"
+printf '%s\n' "BEGIN;" "SELECT 'late', flyt_retry($LATE);" "SELECT 'late-id', max(id) FROM flyt.outbox;" >&7
+if wait_until 30 grep -q '^late-id|' "$WORK/late.out"; then
+	pass "a retry takes its outbox id and stays uncommitted"
+else
+	fail "a retry takes its outbox id and stays uncommitted" "$(cat "$WORK/late.out")"
+fi
+LATE_ID=$(sed -n 's/^late-id|//p' "$WORK/late.out")
+for _ in 1 2 3 4 5; do sql "SELECT flyt_retry($OTHER)" >/dev/null; done
+if wait_messages "$T_RETRY" $((RETRIES_BEFORE + 5)) && wait_until "$WAIT" outbox_empty; then
+	pass "five later retries are sent while it is open"
+else
+	fail "five later retries are sent while it is open" "outbox: $(sql_quiet 'SELECT jsonb_agg(id) FROM flyt.outbox')"
+fi
+check_eq "the later retries took later outbox ids" t \
+	"$(sql "SELECT last_value >= $LATE_ID + 5 FROM flyt.outbox_id_seq")"
+printf '%s\n' "COMMIT;" >&7
+exec 7>&-
+wait "$LATE_PSQL" || fail "the late transaction commits" "$(cat "$WORK/late.out")"
+sql "SELECT flyt_retry($OTHER)" >/dev/null
+if wait_messages "$T_RETRY" $((RETRIES_BEFORE + 7)); then
+	pass "the late row and a retry after it are both sent"
+else
+	fail "the late row and a retry after it are both sent" "outbox: $(sql_quiet 'SELECT jsonb_agg(id) FROM flyt.outbox')"
+fi
+jcheck "the late row (outbox id $LATE_ID) is sent before the retry queued after its commit" "$WORK/$T_RETRY.json" \
+	'.[$n:] | map(.key) == [($late | tostring), ($other | tostring)]' \
+	--argjson n "$((RETRIES_BEFORE + 5))" --argjson late "$LATE" --argjson other "$OTHER"
 
 # --- instance-dispatched → deleted, instance-deleted ---------------------------------
 
