@@ -97,6 +97,10 @@ perf_end() {
 	wait "$PERF_PID" 2>/dev/null || true
 	PERF_PID=
 }
+# cpu_seconds PID — user + system CPU time of a process so far.
+cpu_seconds() {
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / hz }' "/proc/$1/stat"
+}
 # calc EXPR — floating point arithmetic, 4 significant decimals.
 calc() {
 	python3 -c "
@@ -258,6 +262,9 @@ cold_rate=$(calc "$COLD / ($t1 - $t0)")
 say "ingest_cold: $COLD in $(calc "$t1 - $t0") s from CREATE EXTENSION"
 drain 120
 split -l "$CHUNK" -d -a 4 "$LC_WORK/ingest.tsv" "$LC_WORK/chunk."
+wpid=$(lc_worker_pid)
+[ -n "$wpid" ] || die "worker pid"
+cpu0=$(cpu_seconds "$wpid")
 perf_begin ingest
 t0=$(now)
 k=0
@@ -275,7 +282,7 @@ t1=$(now)
 	die "ingest: $(lc_sql 'SELECT count(*) FROM flyt.instance') stored, $(lc_sql 'SELECT count(*) FROM flyt.dead_letter') dead letters"
 perf_end
 ingest_rate=$(calc "$INGEST / ($t1 - $t0)")
-say "ingest: $INGEST in $(calc "$t1 - $t0") s"
+say "ingest: $INGEST in $(calc "$t1 - $t0") s; the worker was on a CPU for $(calc "$(cpu_seconds "$wpid") - $cpu0") s of it"
 
 # The floor: one connection, multi-row INSERTs (500 rows each, one
 # transaction each) of the same payloads into a copy of flyt.instance.
@@ -473,7 +480,9 @@ pump_drain() {
 }
 perf_begin pump
 queue_backlog
+cpu0=$(cpu_seconds "$wpid")
 pump_drain pump
+say "pump: the worker was on a CPU for $(calc "$(cpu_seconds "$wpid") - $cpu0") s of the drain"
 perf_end
 pump_floor=$(pump_floor "$LC_BROKER_ADDR")
 pump_rate=$(calc "$queued / ($t1 - $t0)")
