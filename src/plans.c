@@ -20,6 +20,7 @@
 #include "nodes/parsenodes.h"
 #include "utils/array.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "plans.h"
@@ -109,6 +110,29 @@ sequence_oid(const char *sequence)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("sequence flyt.%s does not exist", sequence)));
 	return relid;
+}
+
+/*
+ * flyt_execute for statements on flyt.outbox by id.  The table swings
+ * between empty and a backlog of millions, and its plans are generic and
+ * kept: one planned while it was (nearly) empty, as after every drain,
+ * scans it whole, which makes each scan of a backlog and each batch of
+ * deleted rows cost the whole backlog.  These are planned (and planned
+ * again when their plan is invalidated, which happens while they run)
+ * without sequential scans: by the primary key, whatever the statistics.
+ */
+int
+flyt_execute_by_id(SPIPlanPtr plan, const Datum *values, const char *nulls,
+				   bool read_only, long count, int expected)
+{
+	int			nest_level = NewGUCNestLevel();
+	int			n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = flyt_execute(plan, values, nulls, read_only, count, expected);
+	AtEOXact_GUC(true, nest_level);
+	return n;
 }
 
 /*

@@ -23,5 +23,7 @@ extern int64 flyt_sequence_last_value(const char *sequence);
 extern Datum flyt_array(Oid elemtype, Datum *elems, const bool *nulls, int n);
 extern int	flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
+extern int	flyt_execute_by_id(SPIPlanPtr plan, const Datum *values, const char *nulls,
+							   bool read_only, long count, int expected);
 
 #endif							/* FLYT_PLANS_H */

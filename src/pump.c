@@ -205,7 +205,7 @@ dead_letter(int64 id, const char *event_name, const char *key,
 			  2, argtypes);
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(error);
-	flyt_execute(dead_letter_plan, values, NULL, false, 0, SPI_OK_INSERT);
+	flyt_execute_by_id(dead_letter_plan, values, NULL, false, 0, SPI_OK_INSERT);
 	if (flyt_shared != NULL)
 		pg_atomic_add_fetch_u64(&flyt_shared->dead_lettered, 1);
 	ereport(LOG,
@@ -282,7 +282,7 @@ delivery_delayed(int64 id, const char *error)
 	values[0] = Int64GetDatum(id);
 	values[1] = Float8GetDatum(flyt_redelivery_millis / 1000.0);
 	values[2] = CStringGetTextDatum(error);
-	flyt_execute(wait_plan, values, NULL, false, 0, SPI_OK_UPDATE);
+	flyt_execute_by_id(wait_plan, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 /* Schedules the redelivery of a refused row, or dead-letters it. */
@@ -312,7 +312,7 @@ delivery_failed(int64 id, const char *error)
 	values[1] = Float8GetDatum((double) flyt_redelivery_millis);
 	values[2] = Float8GetDatum((double) FLYT_MAX_REDELIVERY_MS);
 	values[3] = CStringGetTextDatum(error);
-	if (flyt_execute(fail_plan, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 0)
+	if (flyt_execute_by_id(fail_plan, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 0)
 		return;					/* the row is gone: nothing to redeliver */
 
 	tuple = SPI_tuptable->vals[0];
@@ -389,7 +389,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 				  1, argtypes);
 		values[0] = PointerGetDatum(construct_array(ok_ids, nok, INT8OID, sizeof(int64),
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		flyt_execute(delete_plan, values, NULL, false, 0, SPI_OK_DELETE);
+		flyt_execute_by_id(delete_plan, values, NULL, false, 0, SPI_OK_DELETE);
 		flyt_breaker_success(breaker);
 	}
 	for (int i = 0; i < nfailed; i++)
@@ -706,7 +706,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			/* nothing in flight from the cursor on: whole rows */
 			values[0] = Int64GetDatum(cursor);
 			values[1] = Int32GetDatum(ROW_PAGE);
-			n = flyt_execute(range_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			n = flyt_execute_by_id(range_plan, values, NULL, true, 0, SPI_OK_SELECT);
 			page_full = n == ROW_PAGE;
 			if (n > 0)
 			{
@@ -724,7 +724,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 
 			values[0] = Int64GetDatum(cursor);
 			values[1] = Int32GetDatum(ID_PAGE);
-			nids = flyt_execute(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			nids = flyt_execute_by_id(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
 			while (examined < nids && ncandidates < ROW_PAGE)
 			{
 				bool		isnull;
@@ -749,7 +749,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				continue;
 			}
 			values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
-			n = flyt_execute(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
+			n = flyt_execute_by_id(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
 		}
 		for (uint64 i = 0; i < n && !stop; i++)
 		{
