@@ -124,7 +124,7 @@ compare_dtos() {
 # state DB — a fingerprint of everything the import writes.
 state() {
 	psql_q "$1" -c "SELECT md5(string_agg(id || payload::text || coalesce(flow_headers::text, '-') || created_at, ',' ORDER BY id)),
-		(SELECT md5(string_agg(instance_id || event_type || version, ',' ORDER BY id)) FROM flyt.instance_event),
+		(SELECT md5(string_agg(instance_id || event_type || version, ',' ORDER BY instance_id, version)) FROM flyt.instance_event),
 		(SELECT count(*) FROM flyt.outbox), (SELECT last_value FROM flyt.instance_id_seq) FROM flyt.instance"
 }
 
