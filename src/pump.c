@@ -751,7 +751,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
 			n = flyt_execute_by_id(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
 		}
-		for (uint64 i = 0; i < n && !stop; i++)
+		for (uint64 i = 0; i < n; i++)
 		{
 			HeapTuple	tuple = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -861,6 +861,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 					first_left = Min(first_left,
 									 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i + 1], desc, 1, &isnull)));
 				stop = true;
+				break;
 			}
 		}
 		SPI_freetuptable(SPI_tuptable);
