@@ -71,6 +71,12 @@ $(OBJS): $(wildcard src/*.h)
 bench: deps all broker
 	@script/install.sh && bench/run.sh
 
+# The retention cleanup's next design, measured on plain tables before it is
+# built (bench/cleanup_design.sh; no extension needed).
+.PHONY: bench-design
+bench-design: deps
+	@bench/cleanup_design.sh
+
 # The suites against an AddressSanitizer build (script/asan.sh); choose
 # suites with FLYT_ASAN_SUITES="regress isolation pgtap integration".
 .PHONY: asan

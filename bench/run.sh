@@ -34,8 +34,11 @@
 #                                  e.g. flyt_instance.max_in_flight = 10000)
 #   FLYT_BENCH_KAFKA=1             also ingest_kafka and pump_kafka against a
 #                                  real Apache Kafka (script/kafka.sh); 0: not
+#   FLYT_BENCH_KAFKA_CONFIG=       librdkafka properties added to the worker's
+#                                  kafka_config for those two (experiments,
+#                                  e.g. linger.ms=5)
 #   FLYT_BENCH_PERF=DIR            record `perf record -a -g` of ingest,
-#                                  retry_1c, pump and cleanup (ours) into
+#                                  retry_1c, retry_8c, pump and cleanup (ours) into
 #                                  DIR/<figure>.data (distorts the figures a bit)
 #
 # What each figure measures is described where it is measured below and in
@@ -359,7 +362,7 @@ for c in 1 8; do
 	j=$((c < 2 ? 1 : 2))
 	pgbench_run "$LC_WORK/rf$c.out" -f "$LC_WORK/retry_floor.sql" -c "$c" -j "$j" -T "$RETRY_SECS"
 	drain 300
-	if [ "$c" = 1 ]; then perf_begin retry_1c; fi
+	perf_begin "retry_${c}c"
 	pgbench_run "$LC_WORK/r$c.out" -f "$LC_WORK/retry.sql" -c "$c" -j "$j" -T "$RETRY_SECS"
 	perf_end
 	ours=$(tps_of "$LC_WORK/r$c.out")
@@ -521,7 +524,7 @@ if [ "$KAFKA_ON" = 1 ]; then
 	drain 300
 	sql "CREATE TABLE bench.mock_offsets AS SELECT * FROM flyt.consumer_offset; DELETE FROM flyt.consumer_offset" >/dev/null
 	sql "ALTER SYSTEM SET flyt_instance.kafka_bootstrap_servers = '$KAFKA_BOOTSTRAP'" >/dev/null
-	sql "ALTER SYSTEM SET flyt_instance.kafka_config = '$LC_KAFKA_CONFIG'" >/dev/null
+	sql "ALTER SYSTEM SET flyt_instance.kafka_config = '$LC_KAFKA_CONFIG${FLYT_BENCH_KAFKA_CONFIG:+;$FLYT_BENCH_KAFKA_CONFIG}'" >/dev/null
 	sql "SELECT pg_reload_conf()" >/dev/null
 	lc_wait 60 lc_sql_true "SELECT flyt_status()->>'status' = 'UP'" || die "worker UP on Kafka: $(lc_sql 'SELECT flyt_status()')"
 
