@@ -213,3 +213,52 @@ direct=$(lookup direct "instance_$mid" "event_$mid" "$mid" "$mid")
 say "lookups: plain $plain tps, through the parents $parent tps, partition named $direct tps"
 printf 'design_lookup %s tps %s %s\n' "$parent" "$plain" "$(calc "$parent / $plain")"
 printf 'design_direct %s tps %s %s\n' "$direct" "$plain" "$(calc "$direct / $plain")"
+
+# --- option (c) of bench/RESULTS.md: closing the open partition once a day ---
+# The open partition [1, MAXVALUE) holds a day of SPLIT instances.  A bound
+# T (the sequence's last value plus a margin) is added as a NOT VALID check
+# (new rows obey it at once), validated under SHARE UPDATE EXCLUSIVE (a
+# scan that blocks no retry), then, under a short ACCESS EXCLUSIVE lock of
+# the parent, the partition is detached, attached again FROM (1) TO (T)
+# (the valid check spares the scan) and [T, MAXVALUE) created.
+#   design_split_pause  ms the parent is locked for that (floor: -)
+SPLIT=${FLYT_DESIGN_SPLIT:-100000}
+sql <<EOF
+CREATE SEQUENCE split_seq;
+CREATE TABLE instance_split (LIKE instance_plain INCLUDING DEFAULTS) PARTITION BY RANGE (id);
+ALTER TABLE instance_split ADD PRIMARY KEY (id);
+CREATE INDEX ON instance_split (created_at);
+CREATE INDEX ON instance_split (source_application_id, source_application_instance_id);
+CREATE INDEX ON instance_split (created_at) WHERE flow_headers IS NULL;
+CREATE TABLE split_open PARTITION OF instance_split FOR VALUES FROM (1) TO (MAXVALUE);
+CREATE TEMP TABLE src AS
+  SELECT pg_read_file('$WORK/value.json')::jsonb AS v, pg_read_file('$WORK/headers.json')::jsonb AS h;
+INSERT INTO instance_split
+SELECT nextval('split_seq'), s.v, s.h, 2, 'sak', 'day-' || g, 17, now() FROM src s, generate_series(1, $SPLIT) g;
+EOF
+sql -c "VACUUM ANALYZE instance_split" -c "CHECKPOINT" >/dev/null
+bound=$(sql -c "SELECT last_value + 10000 FROM split_seq")
+t0=$(now)
+sql -c "ALTER TABLE split_open ADD CONSTRAINT split_open_bound CHECK (id >= 1 AND id < $bound) NOT VALID" >/dev/null
+t1=$(now)
+sql -c "ALTER TABLE split_open VALIDATE CONSTRAINT split_open_bound" >/dev/null
+t2=$(now)
+# the locked transaction, timed by the server (\timing), statement by statement
+sql >"$WORK/split.out" 2>&1 <<EOF
+SET client_min_messages = debug1;
+\timing on
+BEGIN;
+LOCK TABLE instance_split IN ACCESS EXCLUSIVE MODE;
+ALTER TABLE instance_split DETACH PARTITION split_open;
+ALTER TABLE instance_split ATTACH PARTITION split_open FOR VALUES FROM (1) TO ($bound);
+CREATE TABLE split_next PARTITION OF instance_split FOR VALUES FROM ($bound) TO (MAXVALUE);
+SELECT setval('split_seq', $bound, false);
+COMMIT;
+EOF
+grep -q 'implied by existing constraints' "$WORK/split.out" || die "ATTACH scanned the partition: $(cat "$WORK/split.out")"
+pause=$(awk '/^Time: / { s += $2 } END { printf "%.1f\n", s }' "$WORK/split.out")
+sql -c "INSERT INTO instance_split SELECT nextval('split_seq'), v, h, 2, 'sak', 'next', 17, now() FROM
+          (SELECT pg_read_file('$WORK/value.json')::jsonb AS v, pg_read_file('$WORK/headers.json')::jsonb AS h) s" >/dev/null
+[ "$(sql -c 'SELECT count(*) FROM split_next')" = 1 ] || die "the next instance did not land in the new partition"
+say "closing a day of $SPLIT: NOT VALID check $(calc "($t1 - $t0) * 1000") ms, validation $(calc "($t2 - $t1) * 1000") ms (no retry waits), locked transaction $pause ms (server time, commit included)"
+printf 'design_split_pause %s ms - -\n' "$pause"
