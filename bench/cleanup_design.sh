@@ -25,10 +25,14 @@
 #                    same on plain tables (the better of two runs each)
 #   design_direct    the same, naming the partitions themselves (what the
 #                    extension's C code would do, routing by id)
+#   design_split_pause  ms the parent stays locked while an open partition
+#                    [1, MAXVALUE) holding a day of SPLIT instances is
+#                    closed at a bound and the next one opened (option (c)
+#                    of bench/RESULTS.md: the original's ids kept)
 #
 # Sizes (environment): FLYT_DESIGN_ROWS=1000000, FLYT_DESIGN_PARTS=61 (a
 # day each over the 60-day retention, plus today), FLYT_DESIGN_BATCH=10000,
-# FLYT_DESIGN_SECS=10 (each pgbench run).
+# FLYT_DESIGN_SECS=10 (each pgbench run), FLYT_DESIGN_SPLIT=100000.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
