@@ -17,7 +17,9 @@
 #include "catalog/namespace.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
@@ -147,6 +149,21 @@ flyt_next_values(const char *sequence, int n, Datum *values)
 
 	for (int i = 0; i < n; i++)
 		values[i] = Int64GetDatum(nextval_internal(relid, true));
+}
+
+/*
+ * The transactions, other than this one, that hold a lock on one of the
+ * extension's sequences: every transaction that has taken a value from it
+ * (nextval locks the sequence until the transaction ends) and is still
+ * running, whatever else it does.  Returns a palloc'd array of n entries.
+ */
+VirtualTransactionId *
+flyt_sequence_holders(const char *sequence, int *n)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, sequence_oid(sequence));
+	return GetLockConflicts(&tag, AccessExclusiveLock, n);
 }
 
 /*

@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "storage/lock.h"
 
 extern SPIPlanPtr flyt_plan(SPIPlanPtr *cache, const char *sql,
 							int nargs, const Oid *argtypes);
@@ -20,6 +21,7 @@ extern Datum flyt_spi_finish_datum(Datum value, bool typbyval, int typlen);
 extern void flyt_next_values(const char *sequence, int n, Datum *values);
 extern int64 flyt_next_value(const char *sequence);
 extern int64 flyt_sequence_last_value(const char *sequence);
+extern VirtualTransactionId *flyt_sequence_holders(const char *sequence, int *n);
 extern Datum flyt_array(Oid elemtype, Datum *elems, const bool *nulls, int n);
 extern int	flyt_execute(SPIPlanPtr plan, const Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);

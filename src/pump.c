@@ -50,7 +50,6 @@
 #include "replication/walsender_private.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
-#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -573,15 +572,21 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 }
 
 /*
- * The transactions of this database running now, but this one: any of them
- * may hold outbox ids it has not committed yet.  Vacuum holds none.
+ * The transactions that may hold outbox ids they have not committed yet:
+ * those that have taken a value from flyt.outbox_id_seq and are still
+ * running (nextval keeps the sequence locked until the transaction ends),
+ * but this one.  A transaction that has taken no id (pg_dump, a report, a
+ * session idle in a transaction that never queued a message) is none of
+ * them, however long it runs: waiting for every running transaction kept
+ * scan_from where it was for as long as any of those ran, and every scan
+ * then walked again every row delivered and deleted since (a drain four
+ * times slower with a REPEATABLE READ transaction open, bench/RESULTS.md).
  */
 static void
 note_running_transactions(FlytPump *pump)
 {
 	int			n;
-	VirtualTransactionId *running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
-														  PROC_IN_VACUUM, &n);
+	VirtualTransactionId *running = flyt_sequence_holders("outbox_id_seq", &n);
 
 	if (pump->waiting != NULL)
 		pfree(pump->waiting);
@@ -613,19 +618,21 @@ noted_transactions_ended(FlytPump *pump)
  * in any order, so a row may become visible behind rows already sent.
  * scan_from is an id up to which every row has been handed over; it only
  * moves, to next_from, in three steps:
- *  1. before a scan's snapshot, the last id the sequence handed out (L)
- *     and the transactions running (noted), then the scan: every row up to
- *     L that the snapshot cannot see belongs to a noted transaction (it
- *     took its id before L was read, so it was running then, or it ended
- *     before the snapshot and is seen).  next_from proposes min(L, the
- *     last id up to which this scan handed everything over);
+ *  1. before a scan's snapshot, the last id the sequence handed out (L),
+ *     then the transactions holding the sequence's lock (noted: each that
+ *     has taken an id and is still running), then the scan: every row up
+ *     to L that the snapshot cannot see belongs to a noted transaction (it
+ *     took its id, and with it the lock, before L was read, so it still
+ *     held the lock when they were noted, or it ended before the snapshot
+ *     and is seen).  next_from proposes min(L, the last id up to which
+ *     this scan handed everything over);
  *  2. once every noted transaction has ended (checked before a later
  *     scan's snapshot), rows up to next_from are all visible to that
  *     scan, which still starts at scan_from;
  *  3. scan_from moves as far toward next_from as that scan, and each
  *     after it, has handed everything over (no row up to next_from can
  *     appear any more).
- * With no transaction running at step 1, steps 2 and 3 are that same
+ * With no transaction noted at step 1, steps 2 and 3 are that same
  * scan.  A row that is handed over and comes back (delivery failed, the
  * producer lost) sends scans to the head again (rescan_from_head); so does
  * the scan of every FLYT_PUMP_IDLE_SCAN_MS, which finds rows whose ids did
@@ -900,7 +907,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		}
 		else if (Min(last_handed_out, settled) > pump->scan_from)
 		{
-			/* step 1, and with nothing running steps 2 and 3 too */
+			/* step 1, and with nothing noted steps 2 and 3 too */
 			pump->next_from = Min(last_handed_out, settled);
 			pump->waiting_ended = pump->nwaiting == 0;
 			if (pump->waiting_ended)
