@@ -152,10 +152,13 @@ flyt_next_values(const char *sequence, int n, Datum *values)
 }
 
 /*
- * The transactions, other than this one, that hold a lock on one of the
- * extension's sequences: every transaction that has taken a value from it
- * (nextval locks the sequence until the transaction ends) and is still
- * running, whatever else it does.  Returns a palloc'd array of n entries.
+ * The transactions, other than this one, that have taken a value from one
+ * of the extension's sequences and are still running: nextval takes
+ * RowExclusiveLock on the sequence and keeps it until the transaction ends
+ * (so do currval, setval and pg_sequence_last_value, which are counted
+ * too).  ShareLock conflicts with that but not with the AccessShareLock of
+ * a plain SELECT from the sequence, such as pg_dump's.  Returns a palloc'd
+ * array of n entries.
  */
 VirtualTransactionId *
 flyt_sequence_holders(const char *sequence, int *n)
@@ -163,7 +166,7 @@ flyt_sequence_holders(const char *sequence, int *n)
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, sequence_oid(sequence));
-	return GetLockConflicts(&tag, AccessExclusiveLock, n);
+	return GetLockConflicts(&tag, ShareLock, n);
 }
 
 /*

@@ -575,12 +575,14 @@ row_durable(TransactionId xmin, bool *standbys_ok)
  * The transactions that may hold outbox ids they have not committed yet:
  * those that have taken a value from flyt.outbox_id_seq and are still
  * running (nextval keeps the sequence locked until the transaction ends),
- * but this one.  A transaction that has taken no id (pg_dump, a report, a
- * session idle in a transaction that never queued a message) is none of
- * them, however long it runs: waiting for every running transaction kept
- * scan_from where it was for as long as any of those ran, and every scan
- * then walked again every row delivered and deleted since (a drain four
- * times slower with a REPEATABLE READ transaction open, bench/RESULTS.md).
+ * but this one; with them the few that only looked at the sequence through
+ * currval, setval or pg_sequence_last_value.  A transaction that has taken
+ * no id (pg_dump, a report, a session idle in a transaction that never
+ * queued a message) is none of them, however long it runs.  Waiting for
+ * every running transaction kept scan_from where it was for as long as
+ * any of those ran, and every scan then walked again every row delivered
+ * and deleted since (a drain four times slower with a REPEATABLE READ
+ * transaction open, bench/RESULTS.md).
  */
 static void
 note_running_transactions(FlytPump *pump)
@@ -619,8 +621,9 @@ noted_transactions_ended(FlytPump *pump)
  * scan_from is an id up to which every row has been handed over; it only
  * moves, to next_from, in three steps:
  *  1. before a scan's snapshot, the last id the sequence handed out (L),
- *     then the transactions holding the sequence's lock (noted: each that
- *     has taken an id and is still running), then the scan: every row up
+ *     then the transactions holding the lock nextval takes on the sequence
+ *     (noted: each that has taken an id and is still running), then the
+ *     scan: every row up
  *     to L that the snapshot cannot see belongs to a noted transaction (it
  *     took its id, and with it the lock, before L was read, so it still
  *     held the lock when they were noted, or it ended before the snapshot
