@@ -623,12 +623,11 @@ noted_transactions_ended(FlytPump *pump)
  *  1. before a scan's snapshot, the last id the sequence handed out (L),
  *     then the transactions holding the lock nextval takes on the sequence
  *     (noted: each that has taken an id and is still running), then the
- *     scan: every row up
- *     to L that the snapshot cannot see belongs to a noted transaction (it
- *     took its id, and with it the lock, before L was read, so it still
- *     held the lock when they were noted, or it ended before the snapshot
- *     and is seen).  next_from proposes min(L, the last id up to which
- *     this scan handed everything over);
+ *     scan: every row up to L that the snapshot cannot see belongs to a
+ *     noted transaction (it took its id, and with it the lock, before L
+ *     was read, so it still held the lock when they were noted, or it
+ *     ended before the snapshot and is seen).  next_from proposes min(L,
+ *     the last id up to which this scan handed everything over);
  *  2. once every noted transaction has ended (checked before a later
  *     scan's snapshot), rows up to next_from are all visible to that
  *     scan, which still starts at scan_from;
