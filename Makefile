@@ -23,6 +23,7 @@ OBJS = \
 	src/admin.o \
 	src/breaker.o \
 	src/probe.o \
+	src/outbox_scan.o \
 	src/pump.o \
 	src/consumer.o \
 	src/flowreq.o \

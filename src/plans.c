@@ -118,8 +118,9 @@ sequence_oid(const char *sequence)
  * flyt_execute for statements on flyt.outbox by id.  The table swings
  * between empty and a backlog of millions, and its plans are generic and
  * kept: one planned while it was (nearly) empty, as after every drain,
- * scans it whole, which makes each scan of a backlog and each batch of
- * deleted rows cost the whole backlog.  These are planned (and planned
+ * scans it whole, which makes each batch of deleted rows cost the whole
+ * backlog (the pump's scans do not go through the planner at all:
+ * outbox_scan.c).  These are planned (and planned
  * again when their plan is invalidated, which happens while they run)
  * without sequential scans: by the primary key, whatever the statistics.
  */

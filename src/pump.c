@@ -9,11 +9,11 @@
  * once acknowledged, so the head holds only what is in flight, what waits
  * for redelivery and what is new.  A scan starts after the ids it knows
  * were all handed over (scan_from, see flyt_pump_send), not at the head:
- * the deleted rows there cost a visit each until vacuum removes them.  Rows
- * in flight are skipped by id (while some are in flight, a scan reads ids
- * first and whole rows only for ids not in flight); a row in flight or
- * waiting for redelivery blocks the later rows of its key, so events of one
- * instance never overtake each other.
+ * the deleted rows there cost a visit each until vacuum removes them.  A
+ * scan reads the primary key forward from there (outbox_scan.c), and rows
+ * in flight are passed over by the id in their index entries.  A row in
+ * flight or waiting for redelivery blocks the later rows of its key, so
+ * events of one instance never overtake each other.
  *
  * Delivery reports are collected while librdkafka's queue is served and
  * applied afterwards in one transaction: delivered rows are deleted.  A row
@@ -60,22 +60,15 @@
 #include "idhash.h"
 #include "history.h"
 #include "outbox.h"
+#include "outbox_scan.h"
 #include "plans.h"
 #include "pump.h"
 #include "shared.h"
 #include "wire.h"
 
-/* ids read per index page of a scan, rows fetched per page at most */
-#define ID_PAGE 1000
-#define ROW_PAGE 200
-/* what a scan reads of a row it may send */
-#define SCAN_COLUMNS "id, topic, key, headers, value, next_attempt_at, created_at, event_name, xmin"
 /* Wait before scanning again while synchronous standbys lag behind. */
 #define STANDBY_WAIT_MS 20
 
-static SPIPlanPtr ids_plan = NULL;
-static SPIPlanPtr scan_plan = NULL;
-static SPIPlanPtr range_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr wait_plan = NULL;
@@ -92,6 +85,7 @@ flyt_pump_init(FlytPump *pump)
 	pump->inflight = idhash_create(pump->context, 1024, NULL);
 	pump->inflight_keys = idhash_create(pump->context, 1024, NULL);
 	pump->blocked = idhash_create(pump->context, 256, NULL);
+	pump->delayed = idhash_create(pump->context, 256, NULL);
 	pump->reports_size = 1024;
 	pump->reports = MemoryContextAlloc(pump->context, sizeof(FlytDelivery) * pump->reports_size);
 	pump->more = true;
@@ -122,6 +116,7 @@ rescan_from_head(FlytPump *pump)
 {
 	pump->scan_from = 0;
 	pump->next_from = 0;
+	idhash_reset(pump->delayed);
 }
 
 /* Every message in flight is lost with the producer: the rows stay queued. */
@@ -417,6 +412,8 @@ add_row_header(rd_kafka_headers_t *headers, Jsonb *jb, const char *name)
 	JsonbValue	key;
 	JsonbValue *v;
 
+	if (jb == NULL)
+		return;
 	key.type = jbvString;
 	key.val.string.val = (char *) name;
 	key.val.string.len = strlen(name);
@@ -464,13 +461,13 @@ unix_millis(TimestampTz ts)
  * for each other.
  */
 static uint32
-key_tag(const char *key)
+key_tag(const char *key, int len)
 {
 	uint32		h;
 
 	if (key == NULL)
 		return 0;
-	h = hash_bytes((const unsigned char *) key, (int) strlen(key));
+	h = hash_bytes((const unsigned char *) key, len);
 	return h == 0 ? 1 : h;
 }
 
@@ -504,6 +501,63 @@ block_key(FlytPump *pump, uint32 tag)
 
 	if (tag != 0)
 		(void) idhash_insert(pump->blocked, tag, &found);
+}
+
+/*
+ * Rows waiting for their redelivery (next_attempt_at ahead) are remembered
+ * in pump->delayed instead of holding scan_from behind them: a row refused
+ * by the brokers waits up to FLYT_MAX_REDELIVERY_MS, and every scan meanwhile
+ * would walk again each row delivered since (deleted, but not removed while
+ * some snapshot still sees it).  Is one of them due?  Then scans start at
+ * the head again, which finds it (and forgets the rest: they are found
+ * again there).
+ */
+static bool
+delayed_row_due(FlytPump *pump, TimestampTz now)
+{
+	idhash_iterator it;
+	IdEntry    *e;
+
+	idhash_start_iterate(pump->delayed, &it);
+	while ((e = idhash_iterate(pump->delayed, &it)) != NULL)
+	{
+		if (e->since <= now)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A scan starts after scan_from, so it does not see the remembered rows
+ * up to there: their keys stay blocked (a later row of the key must not
+ * overtake them), and the earliest of them says when to scan again.  Rows
+ * after scan_from block their keys when the scan reaches them, in id
+ * order.
+ */
+static void
+block_delayed_keys(FlytPump *pump)
+{
+	idhash_iterator it;
+	IdEntry    *e;
+
+	idhash_start_iterate(pump->delayed, &it);
+	while ((e = idhash_iterate(pump->delayed, &it)) != NULL)
+	{
+		if (e->id <= pump->scan_from)
+			block_key(pump, e->tag);
+		if (pump->next_retry_at == 0 || e->since < pump->next_retry_at)
+			pump->next_retry_at = e->since;
+	}
+}
+
+/* Is the row with this id in flight (a scan passes over it unread)? */
+static bool
+row_in_flight(int64 id, void *arg)
+{
+	FlytPump   *pump = (FlytPump *) arg;
+
+	return pump->in_flight > 0 && id <= pump->max_sent_id &&
+		idhash_lookup(pump->inflight, id) != NULL;
 }
 
 /*
@@ -618,7 +672,8 @@ noted_transactions_ended(FlytPump *pump)
  * Where a scan starts.  Ids come from flyt.outbox_id_seq (CACHE 1: in the
  * order they are handed out, to every session), but transactions commit
  * in any order, so a row may become visible behind rows already sent.
- * scan_from is an id up to which every row has been handed over; it only
+ * scan_from is an id up to which every row has been handed over or is
+ * remembered as waiting for its redelivery (delayed_row_due); it only
  * moves, to next_from, in three steps:
  *  1. before a scan's snapshot, the last id the sequence handed out (L),
  *     then the transactions holding the lock nextval takes on the sequence
@@ -636,17 +691,17 @@ noted_transactions_ended(FlytPump *pump)
  *     appear any more).
  * With no transaction noted at step 1, steps 2 and 3 are that same
  * scan.  A row that is handed over and comes back (delivery failed, the
- * producer lost) sends scans to the head again (rescan_from_head); so does
- * the scan of every FLYT_PUMP_IDLE_SCAN_MS, which finds rows whose ids did
- * not come from the sequence (written by hand).
+ * producer lost) sends scans to the head again (rescan_from_head); so do
+ * a remembered row that is due, and the scan of every
+ * FLYT_PUMP_IDLE_SCAN_MS, which finds rows whose ids did not come from the
+ * sequence (written by hand).
  */
 int
 flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 {
-	static const Oid argtypes[] = {INT8OID, INT4OID};
-	static const Oid rows_types[] = {INT8ARRAYOID};
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		candidates[ROW_PAGE];
+	FlytOutboxScan scan;
+	FlytOutboxRow row;
 	int64		cursor;
 	int64		first_left = PG_INT64_MAX;	/* the first row seen and not handed over */
 	bool		at_end = false; /* the scan saw every row after scan_from */
@@ -669,11 +724,13 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	/* every message in flight gets one report: make room for them now */
 	reserve_reports(pump, pump->in_flight + room);
 
-	if (TimestampDifferenceExceeds(pump->last_full_scan_at, now, FLYT_PUMP_IDLE_SCAN_MS))
+	if (TimestampDifferenceExceeds(pump->last_full_scan_at, now, FLYT_PUMP_IDLE_SCAN_MS) ||
+		delayed_row_due(pump, now))
 	{
 		rescan_from_head(pump);
 		pump->last_full_scan_at = now;
 	}
+	block_delayed_keys(pump);
 	/* steps 1 and 2, before the snapshot (see above) */
 	if (pump->next_from != 0)
 		pump->waiting_ended = pump->waiting_ended || noted_transactions_ended(pump);
@@ -683,205 +740,108 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		note_running_transactions(pump);
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
-	cursor = pump->scan_from;
 
 	/*
-	 * With rows in flight after the cursor (the scan starts behind some,
-	 * as after a delivery failed), two steps per page: the ids from the
-	 * cursor on (no whole rows, so that rows in flight cost 8 bytes each),
-	 * then the rows of those not in flight, in id order.  One snapshot for
-	 * both (the scan's), so the second finds every row the first saw.  Past
-	 * the last row handed over, the rows at once.
+	 * One pass over the primary key from scan_from on, rows in flight
+	 * passed over by their index entries (outbox_scan.c).
 	 */
-	flyt_plan(&ids_plan,
-			  "SELECT id FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
-			  2, argtypes);
-	flyt_plan(&scan_plan,
-			  "SELECT " SCAN_COLUMNS " FROM flyt.outbox WHERE id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY id",
-			  1, rows_types);
-	flyt_plan(&range_plan,
-			  "SELECT " SCAN_COLUMNS " FROM flyt.outbox WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
-			  2, argtypes);
-
+	flyt_outbox_scan_begin(&scan, GetActiveSnapshot(), pump->scan_from);
 	for (;;)
 	{
-		Datum		values[2];
-		uint64		n;
-		bool		page_full;
-		bool		stop = false;
+		rd_kafka_headers_t *kheaders;
+		rd_kafka_resp_err_t err;
+		IdEntry    *entry;
+		bool		found;
+		uint32		tag;
 
-		if (pump->in_flight == 0 || cursor >= pump->max_sent_id)
-		{
-			/* nothing in flight from the cursor on: whole rows */
-			values[0] = Int64GetDatum(cursor);
-			values[1] = Int32GetDatum(ROW_PAGE);
-			n = flyt_execute_by_id(range_plan, values, NULL, true, 0, SPI_OK_SELECT);
-			page_full = n == ROW_PAGE;
-			if (n > 0)
-			{
-				bool		isnull;
-
-				cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc,
-													 1, &isnull));
-			}
-		}
-		else
-		{
-			uint64		nids;
-			uint64		examined = 0;
-			int			ncandidates = 0;
-
-			values[0] = Int64GetDatum(cursor);
-			values[1] = Int32GetDatum(ID_PAGE);
-			nids = flyt_execute_by_id(ids_plan, values, NULL, true, 0, SPI_OK_SELECT);
-			while (examined < nids && ncandidates < ROW_PAGE)
-			{
-				bool		isnull;
-				int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[examined],
-															 SPI_tuptable->tupdesc, 1, &isnull));
-
-				examined++;
-				cursor = id;
-				if (idhash_lookup(pump->inflight, id) == NULL)
-					candidates[ncandidates++] = Int64GetDatum(id);
-			}
-			/* more after this page, or after where this round stopped */
-			page_full = nids == ID_PAGE || examined < nids;
-			SPI_freetuptable(SPI_tuptable);
-			if (ncandidates == 0)
-			{
-				if (!page_full)
-				{
-					at_end = true;
-					break;
-				}
-				continue;
-			}
-			values[0] = flyt_array(INT8OID, candidates, NULL, ncandidates);
-			n = flyt_execute_by_id(scan_plan, values, NULL, true, 0, SPI_OK_SELECT);
-		}
-		for (uint64 i = 0; i < n; i++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		found;
-			int64		id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-			char	   *topic;
-			char	   *key;
-			char	   *value;
-			char	   *event_name;
-			TimestampTz next_attempt_at;
-			TimestampTz created_at;
-			rd_kafka_headers_t *kheaders;
-			rd_kafka_resp_err_t err;
-			IdEntry    *entry;
-			uint32		tag;
-			TransactionId xmin;
-
-			key = SPI_getvalue(tuple, desc, 3);
-			tag = key_tag(key);
-			next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 6, &isnull));
-			if (next_attempt_at > now)
-			{
-				block_key(pump, tag);
-				if (pump->next_retry_at == 0 || next_attempt_at < pump->next_retry_at)
-					pump->next_retry_at = next_attempt_at;
-				first_left = Min(first_left, id);
-				continue;
-			}
-			if (key_blocked(pump, tag))
-			{
-				/* its turn comes when the earlier row's report arrives */
-				block_key(pump, tag);
-				first_left = Min(first_left, id);
-				continue;
-			}
-
-			xmin = DatumGetTransactionId(SPI_getbinval(tuple, desc, 9, &isnull));
-			/* rows of one transaction come together: each is looked up once */
-			if (xmin != durable_xmin)
-			{
-				if (!row_durable(xmin, &standbys_ok))
-				{
-					/* the synchronous standbys lag: look again shortly */
-					pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
-					first_left = Min(first_left, id);
-					stop = true;
-					break;
-				}
-				durable_xmin = xmin;
-			}
-			topic = SPI_getvalue(tuple, desc, 2);
-			value = SPI_getvalue(tuple, desc, 5);
-			created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 7, &isnull));
-			event_name = SPI_getvalue(tuple, desc, 8);
-			kheaders = kafka_headers(DatumGetJsonbP(SPI_getbinval(tuple, desc, 4, &isnull)),
-									 event_name, value != NULL);
-			err = rd_kafka_producev(producer,
-									RD_KAFKA_V_TOPIC(topic),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-									RD_KAFKA_V_VALUE(value, value ? strlen(value) : 0),
-									RD_KAFKA_V_HEADERS(kheaders),
-									RD_KAFKA_V_TIMESTAMP(unix_millis(created_at)),
-									RD_KAFKA_V_OPAQUE((void *) (intptr_t) id),
-									RD_KAFKA_V_END);
-			/* librdkafka copied them (F_COPY): a page holds at most what one row needs */
-			pfree(topic);
-			pfree(event_name);
-			if (value != NULL)
-				pfree(value);
-			if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			{
-				rd_kafka_headers_destroy(kheaders);
-				if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-				{
-					pump->more = true;
-					pump->queue_full = true;
-					first_left = Min(first_left, id);
-					stop = true;
-					break;
-				}
-				/*
-				 * Refused outright (unknown topic, too large): a failed
-				 * delivery, and the later rows of its key must wait for it.
-				 */
-				block_key(pump, tag);
-				first_left = Min(first_left, id);
-				/* room for this report and for every one still owed */
-				reserve_reports(pump, pump->in_flight + (room - sent) + 1);
-				pump->reports[pump->nreports].id = id;
-				pump->reports[pump->nreports].err = err;
-				pump->nreports++;
-				continue;
-			}
-			pump->max_sent_id = Max(pump->max_sent_id, id);
-			entry = idhash_insert(pump->inflight, id, &found);
-			entry->since = created_at;
-			entry->tag = tag;
-			key_in_flight(pump, tag, 1);
-			pump->in_flight++;
-			if (++sent >= room)
-			{
-				pump->more = true;
-				/* the rest of the page was seen and is left */
-				if (i + 1 < n)
-					first_left = Min(first_left,
-									 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i + 1], desc, 1, &isnull)));
-				stop = true;
-				break;
-			}
-		}
-		SPI_freetuptable(SPI_tuptable);
-		if (stop)
-			break;
-		if (!page_full)
+		if (!flyt_outbox_scan_next(&scan, row_in_flight, pump, &row))
 		{
 			at_end = true;
 			break;
 		}
+		tag = key_tag(row.key, row.key_len);
+		if (row.next_attempt_at > now)
+		{
+			/* remembered rather than left: later scans need not pass it */
+			IdEntry    *delayed = idhash_insert(pump->delayed, row.id, &found);
+
+			delayed->tag = tag;
+			delayed->since = row.next_attempt_at;
+			block_key(pump, tag);
+			if (pump->next_retry_at == 0 || row.next_attempt_at < pump->next_retry_at)
+				pump->next_retry_at = row.next_attempt_at;
+			continue;
+		}
+		if (key_blocked(pump, tag))
+		{
+			/* its turn comes when the earlier row's report arrives */
+			block_key(pump, tag);
+			first_left = Min(first_left, row.id);
+			continue;
+		}
+
+		/* rows of one transaction come together: each is looked up once */
+		if (row.xmin != durable_xmin)
+		{
+			if (!row_durable(row.xmin, &standbys_ok))
+			{
+				/* the synchronous standbys lag: look again shortly */
+				pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
+				first_left = Min(first_left, row.id);
+				break;
+			}
+			durable_xmin = row.xmin;
+		}
+		kheaders = kafka_headers(row.headers, row.event_name, row.value != NULL);
+		/* librdkafka copies the key and the value (F_COPY) */
+		err = rd_kafka_producev(producer,
+								RD_KAFKA_V_TOPIC(row.topic),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_KEY((void *) row.key, row.key_len),
+								RD_KAFKA_V_VALUE((void *) row.value, row.value_len),
+								RD_KAFKA_V_HEADERS(kheaders),
+								RD_KAFKA_V_TIMESTAMP(unix_millis(row.created_at)),
+								RD_KAFKA_V_OPAQUE((void *) (intptr_t) row.id),
+								RD_KAFKA_V_END);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			rd_kafka_headers_destroy(kheaders);
+			if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			{
+				pump->more = true;
+				pump->queue_full = true;
+				first_left = Min(first_left, row.id);
+				break;
+			}
+			/*
+			 * Refused outright (unknown topic, too large): a failed
+			 * delivery, and the later rows of its key must wait for it.
+			 */
+			block_key(pump, tag);
+			first_left = Min(first_left, row.id);
+			/* room for this report and for every one still owed */
+			reserve_reports(pump, pump->in_flight + (room - sent) + 1);
+			pump->reports[pump->nreports].id = row.id;
+			pump->reports[pump->nreports].err = err;
+			pump->nreports++;
+			continue;
+		}
+		pump->max_sent_id = Max(pump->max_sent_id, row.id);
+		(void) idhash_delete(pump->delayed, row.id);
+		entry = idhash_insert(pump->inflight, row.id, &found);
+		entry->since = row.created_at;
+		entry->tag = tag;
+		key_in_flight(pump, tag, 1);
+		pump->in_flight++;
+		if (++sent >= room)
+		{
+			/* the rest is left for the next scan */
+			pump->more = true;
+			break;
+		}
 	}
+	cursor = scan.last_id;
+	flyt_outbox_scan_end(&scan);
 
 	/*
 	 * Everything up to settled was handed over: up to the first row left

@@ -42,6 +42,8 @@ typedef struct FlytPump
 								 * tag: the hash of the row's key, 0 none */
 	struct idhash_hash *inflight_keys; /* key hash -> rows in flight (tag) */
 	struct idhash_hash *blocked;	/* key hashes a scan must not send */
+	struct idhash_hash *delayed;	/* rows a scan left to wait for their
+								 * redelivery; tag: key hash, since: when */
 	int			in_flight;
 	FlytDelivery *reports;		/* delivery reports not yet applied */
 	int			nreports;
@@ -53,7 +55,7 @@ typedef struct FlytPump
 
 	/*
 	 * Where scans start (see flyt_pump_send): every row with an id up to
-	 * scan_from has been handed to the producer.  Once the transactions in
+	 * scan_from has been handed to the producer, or is in delayed.  Once the transactions in
 	 * waiting[], which may still commit rows at or below next_from, have
 	 * ended, it moves toward next_from as far as the scans after that have
 	 * handed everything over.
