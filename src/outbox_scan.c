@@ -10,16 +10,20 @@
  * between empty and a backlog of millions was once a sequential scan with
  * a sort, once a bitmap scan with a sort (bench/RESULTS.md), and each of
  * them read the whole backlog for every page, so a drain went quadratic.
- * This reads the primary key index forward from the position, as an
- * index-only scan would: the id comes from the index entry, and the row is
- * fetched from the heap only when the caller wants it (rows in flight are
- * passed over by id), which also checks that the scan's snapshot sees it.
- * The text columns are handed over as they lie in the buffer when they are
- * not compressed or stored out of line, so the value is copied once, by
- * the producer.
+ * This reads the primary key index forward from the position: the id
+ * comes from the index entry, so the caller can pass over rows by id (the
+ * pump's rows in flight) without a visit to the table; every other entry
+ * is looked up in the table, which tells whether the scan's snapshot sees
+ * the row.  What decides whether a row goes is read first, the rest only
+ * for a row that goes.  The key and the value are handed over as they lie
+ * in the buffer when they are not compressed or stored out of line, so the
+ * value is copied once, by the producer.
  *
  * The caller runs inside a transaction and passes an MVCC snapshot that
- * stays registered or active until flyt_outbox_scan_end.
+ * stays registered or active until flyt_outbox_scan_end.  The page of the
+ * current row (and the index page it was found on) stays pinned until the
+ * next call: a vacuum of that page waits that long (the pump's send of one
+ * row, at most a flush of the WAL).
  *
  *-------------------------------------------------------------------------
  */
@@ -186,8 +190,10 @@ text_bytes(TupleTableSlot *slot, AttrNumber attnum, int *len)
 }
 
 /*
- * The next row the caller wants: ids for which skip (when given) says so
- * are passed over without reading their rows.  Returns false at the end.
+ * The next row the caller may want: ids for which skip (when given) says
+ * so are passed over without reading their rows.  Fills in what decides
+ * whether the row goes now (id, key, next_attempt_at, xmin);
+ * flyt_outbox_scan_read_row reads the rest.  Returns false at the end.
  * The row points into the scan's buffer and its row memory, both valid
  * until the next call.
  */
@@ -197,7 +203,6 @@ flyt_outbox_scan_next(FlytOutboxScan *scan, FlytOutboxSkip skip, void *arg,
 {
 	MemoryContext old;
 	bool		isnull;
-	Datum		d;
 
 	MemoryContextReset(scan->row_context);
 	for (;;)
@@ -222,20 +227,36 @@ flyt_outbox_scan_next(FlytOutboxScan *scan, FlytOutboxSkip skip, void *arg,
 		break;
 	}
 
+	memset(row, 0, sizeof(*row));
 	old = MemoryContextSwitchTo(scan->row_context);
 	row->id = DatumGetInt64(slot_getattr(scan->slot, scan->attnums[COL_ID], &isnull));
-	row->event_name = text_column(scan->slot, scan->attnums[COL_EVENT_NAME]);
-	row->topic = text_column(scan->slot, scan->attnums[COL_TOPIC]);
 	row->key = text_bytes(scan->slot, scan->attnums[COL_KEY], &row->key_len);
-	d = slot_getattr(scan->slot, scan->attnums[COL_HEADERS], &isnull);
-	row->headers = isnull ? NULL : DatumGetJsonbP(d);
-	row->value = text_bytes(scan->slot, scan->attnums[COL_VALUE], &row->value_len);
-	row->created_at = DatumGetTimestampTz(slot_getattr(scan->slot, scan->attnums[COL_CREATED_AT], &isnull));
 	row->next_attempt_at = DatumGetTimestampTz(slot_getattr(scan->slot, scan->attnums[COL_NEXT_ATTEMPT_AT],
 														   &isnull));
 	row->xmin = DatumGetTransactionId(slot_getsysattr(scan->slot, MinTransactionIdAttributeNumber, &isnull));
 	MemoryContextSwitchTo(old);
 	return true;
+}
+
+/*
+ * The rest of the row flyt_outbox_scan_next returned, for a row that goes:
+ * a row left for now (its key blocked, its redelivery ahead) costs no
+ * decompression of its value and no copies.
+ */
+void
+flyt_outbox_scan_read_row(FlytOutboxScan *scan, FlytOutboxRow *row)
+{
+	MemoryContext old = MemoryContextSwitchTo(scan->row_context);
+	bool		isnull;
+	Datum		d;
+
+	row->event_name = text_column(scan->slot, scan->attnums[COL_EVENT_NAME]);
+	row->topic = text_column(scan->slot, scan->attnums[COL_TOPIC]);
+	d = slot_getattr(scan->slot, scan->attnums[COL_HEADERS], &isnull);
+	row->headers = isnull ? NULL : DatumGetJsonbP(d);
+	row->value = text_bytes(scan->slot, scan->attnums[COL_VALUE], &row->value_len);
+	row->created_at = DatumGetTimestampTz(slot_getattr(scan->slot, scan->attnums[COL_CREATED_AT], &isnull));
+	MemoryContextSwitchTo(old);
 }
 
 /* Ends the scan; the locks are kept until the transaction ends. */

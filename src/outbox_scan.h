@@ -18,7 +18,10 @@
 #include "utils/rel.h"
 #include "utils/snapshot.h"
 
-/* One row of flyt.outbox as the pump reads it. */
+/*
+ * One row of flyt.outbox as the pump reads it: flyt_outbox_scan_next fills
+ * in id, key, next_attempt_at and xmin, flyt_outbox_scan_read_row the rest.
+ */
 typedef struct FlytOutboxRow
 {
 	int64		id;
@@ -48,12 +51,15 @@ typedef struct FlytOutboxScan
 	TupleTableSlot *slot;
 	MemoryContext row_context;	/* what a row points to, reset per row */
 	AttrNumber	attnums[FLYT_OUTBOX_SCAN_COLUMNS];
-	int64		last_id;		/* the last id the scan came to, read or not */
+	int64		last_id;		/* the id of the last row returned or passed
+								 * over (entries the snapshot does not see
+								 * leave it) */
 } FlytOutboxScan;
 
 extern void flyt_outbox_scan_begin(FlytOutboxScan *scan, Snapshot snapshot, int64 after);
 extern bool flyt_outbox_scan_next(FlytOutboxScan *scan, FlytOutboxSkip skip, void *arg,
 								  FlytOutboxRow *row);
+extern void flyt_outbox_scan_read_row(FlytOutboxScan *scan, FlytOutboxRow *row);
 extern void flyt_outbox_scan_end(FlytOutboxScan *scan);
 
 #endif							/* FLYT_OUTBOX_SCAN_H */

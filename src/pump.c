@@ -508,9 +508,13 @@ block_key(FlytPump *pump, uint32 tag)
  * in pump->delayed instead of holding scan_from behind them: a row refused
  * by the brokers waits up to FLYT_MAX_REDELIVERY_MS, and every scan meanwhile
  * would walk again each row delivered since (deleted, but not removed while
- * some snapshot still sees it).  Is one of them due?  Then scans start at
- * the head again, which finds it (and forgets the rest: they are found
- * again there).
+ * some snapshot still sees it).  The scan from the head every
+ * FLYT_PUMP_IDLE_SCAN_MS forgets them and finds them again, so that holds
+ * for up to a second at a time, and a remembered row that was deleted or
+ * changed meanwhile is forgotten within a second.  Only rows up to
+ * scan_from need remembering: a scan meets the rows after it in id order.
+ *
+ * Is one of them due?  Then scans start at the head again, which finds it.
  */
 static bool
 delayed_row_due(FlytPump *pump, TimestampTz now)
@@ -521,7 +525,7 @@ delayed_row_due(FlytPump *pump, TimestampTz now)
 	idhash_start_iterate(pump->delayed, &it);
 	while ((e = idhash_iterate(pump->delayed, &it)) != NULL)
 	{
-		if (e->since <= now)
+		if (e->id <= pump->scan_from && e->since <= now)
 			return true;
 	}
 	return false;
@@ -530,9 +534,8 @@ delayed_row_due(FlytPump *pump, TimestampTz now)
 /*
  * A scan starts after scan_from, so it does not see the remembered rows
  * up to there: their keys stay blocked (a later row of the key must not
- * overtake them), and the earliest of them says when to scan again.  Rows
- * after scan_from block their keys when the scan reaches them, in id
- * order.
+ * overtake them), and the earliest of them says when to scan again.  The
+ * others are forgotten: the scan meets them, in id order.
  */
 static void
 block_delayed_keys(FlytPump *pump)
@@ -543,8 +546,12 @@ block_delayed_keys(FlytPump *pump)
 	idhash_start_iterate(pump->delayed, &it);
 	while ((e = idhash_iterate(pump->delayed, &it)) != NULL)
 	{
-		if (e->id <= pump->scan_from)
-			block_key(pump, e->tag);
+		if (e->id > pump->scan_from)
+		{
+			idhash_delete_item(pump->delayed, e);
+			continue;
+		}
+		block_key(pump, e->tag);
 		if (pump->next_retry_at == 0 || e->since < pump->next_retry_at)
 			pump->next_retry_at = e->since;
 	}
@@ -792,6 +799,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			}
 			durable_xmin = row.xmin;
 		}
+		flyt_outbox_scan_read_row(&scan, &row);
 		kheaders = kafka_headers(row.headers, row.event_name, row.value != NULL);
 		/* librdkafka copies the key and the value (F_COPY) */
 		err = rd_kafka_producev(producer,
