@@ -35,14 +35,15 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/sysattr.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "outbox_scan.h"
 
@@ -96,7 +97,9 @@ find_columns(FlytOutboxScan *scan)
 
 			if (!att->attisdropped && strcmp(NameStr(att->attname), columns[c].name) == 0)
 			{
-				if (getBaseType(att->atttypid) != columns[c].type)
+				/* a domain (headers) is looked through; the others are the type */
+				if (att->atttypid != columns[c].type &&
+					getBaseType(att->atttypid) != columns[c].type)
 					ereport(ERROR,
 							(errcode(ERRCODE_DATATYPE_MISMATCH),
 							 errmsg("column flyt.outbox.%s has type %s, expected %s",
@@ -122,17 +125,12 @@ find_columns(FlytOutboxScan *scan)
 void
 flyt_outbox_scan_begin(FlytOutboxScan *scan, Snapshot snapshot, int64 after)
 {
-	Oid			relid = get_relname_relid("outbox", get_namespace_oid("flyt", false));
 	Oid			indexid;
 	ScanKeyData key;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation flyt.outbox does not exist")));
 	Assert(IsMVCCSnapshot(snapshot));
 	memset(scan, 0, sizeof(*scan));
-	scan->rel = table_open(relid, AccessShareLock);
+	scan->rel = table_openrv(makeRangeVar("flyt", "outbox", -1), AccessShareLock);
 	find_columns(scan);
 	indexid = RelationGetPrimaryKeyIndex(scan->rel);
 	if (!OidIsValid(indexid))

@@ -55,10 +55,10 @@ typedef struct FlytPump
 
 	/*
 	 * Where scans start (see flyt_pump_send): every row with an id up to
-	 * scan_from has been handed to the producer, or is in delayed.  Once the transactions in
-	 * waiting[], which may still commit rows at or below next_from, have
-	 * ended, it moves toward next_from as far as the scans after that have
-	 * handed everything over.
+	 * scan_from has been handed to the producer, or is in delayed.  Once
+	 * the transactions in waiting[], which may still commit rows at or
+	 * below next_from, have ended, it moves toward next_from as far as the
+	 * scans after that have handed everything over.
 	 */
 	int64		scan_from;
 	int64		max_sent_id;	/* the highest id ever handed over: none in
