@@ -33,6 +33,7 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "pgstat.h"
 #include "utils/backend_status.h"
 #include "utils/timestamp.h"
@@ -137,6 +138,16 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	bool		isnull;
 	bool		can_ask = flyt_flow_can_ask();
 	TimestampTz asked_before = GetCurrentTimestamp() - (TimestampTz) flyt_flow_headers_timeout_ms * 1000;
+	int			save_nestlevel;
+
+	/*
+	 * No JIT for the batch: its statements are planned once per backend, so
+	 * JIT would compile their expressions again on every batch, at a cost
+	 * above what a batch of plain row work saves by it.
+	 */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	if (can_ask)
 		ask_for_missing_headers(cutoff);
@@ -161,7 +172,8 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "  RETURNING e.instance_id, e.version"
 					 "), asked AS ("
 					 "  DELETE FROM flyt.flow_headers_request r"
-					 "  WHERE r.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
+					 "  WHERE EXISTS (SELECT FROM flyt.flow_headers_request)"
+					 "    AND r.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
 					 "), last_version AS ("
 					 "  SELECT instance_id, pg_catalog.max(version) AS version FROM history GROUP BY instance_id"
 					 "), events AS ("
@@ -230,6 +242,8 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
 		result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
+
+	AtEOXact_GUC(true, save_nestlevel);
 
 	flyt_count(FLYT_COUNT_DELETED, result->deleted);
 	if (result->deleted > result->deleted_without_event)

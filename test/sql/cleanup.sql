@@ -55,3 +55,22 @@ SELECT count(*) AS remaining FROM flyt.instance;
 SELECT flyt_cleanup('-1 day');
 SELECT flyt_cleanup('1 day', 0);
 SELECT flyt_cleanup('1 day', -5);
+
+-- No JIT for the cleanup's statements, even where the settings would have
+-- every statement but the call itself (cost 0.01) compiled: the backend has
+-- not loaded the JIT provider after a cleanup that deleted and queued.  The
+-- control query shows that the check sees it when something was compiled
+-- (true where no JIT is installed).
+\c
+SELECT count(flyt_register_instance(:'headers', jsonb_build_object('valuePerKey', jsonb_build_object('n', n::text)))) AS registered
+FROM generate_series(1, 3) n;
+SET jit = on;
+SET jit_above_cost = 1;
+SET jit_inline_above_cost = -1;
+SET jit_optimize_above_cost = -1;
+SELECT flyt_cleanup('0') AS deleted;
+SELECT current_setting('jit') AS jit_after_cleanup,
+       strpos(pg_read_file('/proc/' || pg_backend_pid() || '/maps'), 'llvmjit') = 0 AS cleanup_not_compiled;
+SELECT count(*) FROM generate_series(1, 1000) g WHERE g % 7 = 0;
+SELECT NOT pg_jit_available() OR strpos(pg_read_file('/proc/' || pg_backend_pid() || '/maps'), 'llvmjit') > 0 AS control_compiled;
+RESET jit; RESET jit_above_cost; RESET jit_inline_above_cost; RESET jit_optimize_above_cost;
