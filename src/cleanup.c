@@ -32,6 +32,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "pgstat.h"
@@ -59,6 +60,9 @@ static SPIPlanPtr trim_plan = NULL;
 static SPIPlanPtr unasked_plan = NULL;
 static SPIPlanPtr asked_plan = NULL;
 static SPIPlanPtr held_plan = NULL;
+
+/* work_mem of a batch at least (kB): see flyt_cleanup_batch. */
+#define BATCH_WORK_MEM_KB 16384
 
 /* Expired instances without flow headers asked for per batch, at most. */
 #define ASK_PER_BATCH (FLYT_FLOW_REQUEST_SLOTS / 2)
@@ -141,13 +145,20 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	int			save_nestlevel;
 
 	/*
-	 * No JIT for the batch: its statements are planned once per backend, so
-	 * JIT would compile their expressions again on every batch, at a cost
-	 * above what a batch of plain row work saves by it.
+	 * Settings of the batch, restored after it.  No JIT: its statements are
+	 * planned once per backend, so JIT would compile their expressions
+	 * again on every batch, at a cost above what a batch of plain row work
+	 * saves by it.  At least BATCH_WORK_MEM_KB of work_mem: the deleted
+	 * instances' flow headers (about half a kilobyte each) pass through a
+	 * CTE and a sort, which otherwise go to temporary files with a default
+	 * batch and the default work_mem.
 	 */
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	if (work_mem < BATCH_WORK_MEM_KB)
+		(void) set_config_option("work_mem", CppAsString2(BATCH_WORK_MEM_KB), PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	if (can_ask)
 		ask_for_missing_headers(cutoff);

@@ -74,3 +74,22 @@ SELECT current_setting('jit') AS jit_after_cleanup,
 SELECT count(*) FROM generate_series(1, 1000) g WHERE g % 7 = 0;
 SELECT NOT pg_jit_available() OR strpos(pg_read_file('/proc/' || pg_backend_pid() || '/maps'), 'llvmjit') > 0 AS control_compiled;
 RESET jit; RESET jit_above_cost; RESET jit_inline_above_cost; RESET jit_optimize_above_cost;
+
+-- A batch keeps the deleted instances' flow headers in memory, even with
+-- the smallest work_mem: no temporary file for 500 of them.
+SELECT count(flyt_register_instance(:'headers', '{"valuePerKey": {}}'::jsonb)) AS registered;
+INSERT INTO flyt.instance (id, payload, flow_headers, created_at) OVERRIDING SYSTEM VALUE
+SELECT 100000 + g, i.payload, i.flow_headers, now() - interval '100 days'
+FROM flyt.instance i, generate_series(1, 500) g;
+INSERT INTO flyt.instance_event (instance_id, version, event_type)
+SELECT id, 1, 'REGISTERED' FROM flyt.instance WHERE id > 100000;
+SET work_mem = '64kB';
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT temp_files AS temp_files_before FROM pg_stat_database WHERE datname = current_database() \gset
+SELECT flyt_cleanup('30 days') AS deleted, current_setting('work_mem') AS work_mem_after;
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT temp_files - :temp_files_before AS temp_files_written FROM pg_stat_database WHERE datname = current_database();
+SELECT count(*) AS queued FROM flyt.outbox WHERE event_name = 'instance-deleted' AND key::bigint > 100000;
+RESET work_mem;
