@@ -20,6 +20,8 @@
  *	  down [BROKER_ID]			  disconnect a broker (all when no id) and
  *								  refuse new connections
  *	  up [BROKER_ID]			  accept connections again
+ *	  rtt MS [BROKER_ID]		  delay every answer of a broker (all when no
+ *								  id) by MS milliseconds; 0 for none
  *	  topic NAME [PARTITIONS]	  create a topic (1 partition by default)
  *	  quit						  shut down
  *
@@ -229,7 +231,7 @@ usage(FILE *out)
 			"  --context CTX       domain context of those topics (default %s)\n"
 			"\n"
 			"Prints \"bootstrap=HOST:PORT[,...]\" when ready, then reads commands\n"
-			"from stdin: down [ID], up [ID], topic NAME [PARTITIONS], quit.\n",
+			"from stdin: down [ID], up [ID], rtt MS [ID], topic NAME [PARTITIONS], quit.\n",
 			PROGNAME, (int) strlen(PROGNAME), "", MAX_BROKERS,
 			DEFAULT_CONTEXT);
 }
@@ -668,6 +670,33 @@ command_updown(bool up, const char *arg, const char *extra)
 }
 
 /*
+ * Runs the "rtt" command.
+ */
+static LoopResult
+command_rtt(const char *ms, const char *arg, const char *extra)
+{
+	rd_kafka_resp_err_t err;
+	long		rtt;
+	long		id = -1;
+
+	if (ms == NULL || extra != NULL)
+		return say("error usage: rtt MS [BROKER_ID]") ? LOOP_CONTINUE : LOOP_FAIL;
+	if (!parse_int(ms, 0, 3600 * 1000, &rtt))
+		return say("error rtt: \"%s\" is not a number of milliseconds from 0 to 3600000",
+				   ms) ? LOOP_CONTINUE : LOOP_FAIL;
+	if (arg != NULL && !parse_int(arg, 1, broker_count, &id))
+		return say("error rtt: no broker \"%s\", broker ids are 1 to %d",
+				   arg, broker_count) ? LOOP_CONTINUE : LOOP_FAIL;
+
+	err = rd_kafka_mock_broker_set_rtt(mcluster, (int32_t) id, (int) rtt);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return say("error rtt: %s", rd_kafka_err2str(err)) ? LOOP_CONTINUE : LOOP_FAIL;
+	if (id == -1)
+		return say("ok rtt %ld all", rtt) ? LOOP_CONTINUE : LOOP_FAIL;
+	return say("ok rtt %ld %ld", rtt, id) ? LOOP_CONTINUE : LOOP_FAIL;
+}
+
+/*
  * Runs the "topic" command.
  */
 static LoopResult
@@ -715,6 +744,8 @@ run_command(char *line)
 
 	if (strcmp(words[0], "down") == 0 || strcmp(words[0], "up") == 0)
 		return command_updown(words[0][0] == 'u', words[1], words[2]);
+	if (strcmp(words[0], "rtt") == 0)
+		return command_rtt(words[1], words[2], words[3]);
 	if (strcmp(words[0], "topic") == 0)
 		return command_topic(words[1], words[2], words[3]);
 	if (strcmp(words[0], "quit") == 0)
@@ -723,7 +754,7 @@ run_command(char *line)
 			return say("error usage: quit") ? LOOP_CONTINUE : LOOP_FAIL;
 		return say("ok quit") ? LOOP_QUIT : LOOP_FAIL;
 	}
-	return say("error unknown command \"%s\" (commands: down, up, topic, quit)",
+	return say("error unknown command \"%s\" (commands: down, up, rtt, topic, quit)",
 			   words[0]) ? LOOP_CONTINUE : LOOP_FAIL;
 }
 

@@ -236,6 +236,19 @@ expect_reply "existing topic is an error" "topic extra.topic" "error topic extra
 expect_reply "invalid topic name is an error" "topic bad/name" "error topic: *"
 expect_reply "unknown broker is an error" "down 7" "error down: no broker *"
 expect_reply "unknown command is an error" "frobnicate" "error unknown command *"
+expect_reply "rtt without milliseconds is an error" "rtt" "error usage: rtt *"
+expect_reply "rtt of a word is an error" "rtt soon" "error rtt: *"
+expect_reply "rtt of an unknown broker is an error" "rtt 10 7" "error rtt: no broker *"
+
+# A round-trip time delays every answer: an acknowledged produce takes at
+# least that long (a lower bound, whatever the host's speed), and none after
+# "rtt 0".
+expect_reply "rtt answers ok" "rtt 1500" "ok rtt 1500 all"
+t0=$(date +%s%N)
+printf 'delayed\n' | kc -P -b "$addr" -t extra.topic -k key-rtt -X message.timeout.ms=20000 || true
+waited_ms=$((($(date +%s%N) - t0) / 1000000))
+check "a produce under rtt 1500 takes at least 1.5 s (took $waited_ms ms)" [ "$waited_ms" -ge 1500 ]
+expect_reply "rtt 0 answers ok" "rtt 0" "ok rtt 0 all"
 
 # Broker down: producing and metadata fail.
 expect_reply "down answers ok" "down" "ok down all"

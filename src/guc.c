@@ -38,7 +38,8 @@ int64		flyt_cleanup_initial_delay_ms = 0;
 int			flyt_cleanup_batch_size = 10000;
 int			flyt_redelivery_max_no = 10;
 int			flyt_redelivery_millis = 1000;
-int			flyt_max_in_flight = 1000;
+int			flyt_max_in_flight = 10000;
+int			flyt_max_in_flight_memory_kb = 4096;
 int			flyt_consumer_assignment_grace_s = 60;
 char	   *flyt_authorized_org_id_role_pairs = NULL;
 int			flyt_max_instance_bytes = 16 * 1024 * 1024;
@@ -602,9 +603,18 @@ flyt_define_settings(void)
 							"Outbox messages handed to the producer and not yet acknowledged, at most.",
 							NULL,
 							&flyt_max_in_flight,
-							1000, 1, 1000000,
+							10000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("flyt_instance.max_in_flight_memory",
+							"Size of the outbox messages handed to the producer and not yet acknowledged, at most.",
+							"Key, value and headers, which the producer holds copies of until the broker acknowledges them; one message is sent however large it is.",
+							&flyt_max_in_flight_memory_kb,
+							4096, 64, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("flyt_instance.consumer_assignment_grace",

@@ -23,6 +23,7 @@ extern int	flyt_cleanup_batch_size;
 extern int	flyt_redelivery_max_no;
 extern int	flyt_redelivery_millis;
 extern int	flyt_max_in_flight;
+extern int	flyt_max_in_flight_memory_kb;
 extern int	flyt_consumer_assignment_grace_s;
 extern char *flyt_authorized_org_id_role_pairs;
 extern int	flyt_max_instance_bytes;

@@ -22,6 +22,7 @@ typedef struct IdEntry
 	int64		id;
 	TimestampTz since;			/* what the user keeps with the id */
 	uint32		tag;			/* likewise */
+	uint32		size;			/* likewise */
 	char		status;			/* required by simplehash */
 } IdEntry;
 

@@ -4,8 +4,9 @@
  *	  The outbox pump: flyt.outbox to Kafka, in order, at least once.
  *
  * A scan reads the outbox in id order and hands rows to the idempotent
- * producer until flyt_instance.max_in_flight are outstanding; it runs only
- * while at most half of that is (flyt_pump_window_open).  Rows are deleted
+ * producer until flyt_instance.max_in_flight are outstanding or their size
+ * (row_size) reaches flyt_instance.max_in_flight_memory; it runs only while
+ * at most half of each is (flyt_pump_window_open).  Rows are deleted
  * once acknowledged, so the head holds only what is in flight, what waits
  * for redelivery and what is new.  A scan starts after the ids it knows
  * were all handed over (scan_from, see flyt_pump_send), not at the head:
@@ -119,6 +120,24 @@ rescan_from_head(FlytPump *pump)
 	idhash_reset(pump->delayed);
 }
 
+/* flyt_instance.max_in_flight_memory in bytes. */
+static int64
+max_in_flight_bytes(void)
+{
+	return (int64) flyt_max_in_flight_memory_kb * 1024;
+}
+
+/*
+ * What the producer holds of a row while it is in flight: copies of its key,
+ * value and headers (their jsonb size stands in for the header bytes).
+ */
+static uint32
+row_size(const FlytOutboxRow *row)
+{
+	return (uint32) row->key_len + (uint32) row->value_len +
+		(row->headers != NULL ? VARSIZE(row->headers) : 0);
+}
+
 /* Every message in flight is lost with the producer: the rows stay queued. */
 void
 flyt_pump_forget_in_flight(FlytPump *pump)
@@ -127,6 +146,7 @@ flyt_pump_forget_in_flight(FlytPump *pump)
 	idhash_reset(pump->inflight);
 	idhash_reset(pump->inflight_keys);
 	pump->in_flight = 0;
+	pump->bytes_in_flight = 0;
 	pump->nreports = 0;
 	pump->more = true;
 	pump->queue_full = false;
@@ -135,15 +155,16 @@ flyt_pump_forget_in_flight(FlytPump *pump)
 /*
  * May a scan send now, as far as the window goes?  A scan walks every row in
  * flight at the outbox's head to reach the rows after them, so while more
- * than half of flyt_instance.max_in_flight is in flight it waits for the
- * reports that free the rest (one round trip to the brokers): each scan then
- * sends at least as many rows as it walks over.  With few in flight, as
- * while retries trickle in, a row goes at once.
+ * than half of flyt_instance.max_in_flight (or of max_in_flight_memory) is
+ * in flight it waits for the reports that free the rest (one round trip to
+ * the brokers): each scan then sends at least as many rows as it walks over.
+ * With few in flight, as while retries trickle in, a row goes at once.
  */
 bool
 flyt_pump_window_open(FlytPump *pump)
 {
-	return pump->in_flight <= flyt_max_in_flight / 2;
+	return pump->in_flight <= flyt_max_in_flight / 2 &&
+		pump->bytes_in_flight <= max_in_flight_bytes() / 2;
 }
 
 /* Should the worker scan the outbox now? */
@@ -370,6 +391,7 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		if (entry != NULL)
 		{
 			key_in_flight(pump, entry->tag, -1);
+			pump->bytes_in_flight -= entry->size;
 			idhash_delete_item(pump->inflight, entry);
 			pump->in_flight--;
 		}
@@ -839,9 +861,11 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		entry = idhash_insert(pump->inflight, row.id, &found);
 		entry->since = row.created_at;
 		entry->tag = tag;
+		entry->size = row_size(&row);
 		key_in_flight(pump, tag, 1);
 		pump->in_flight++;
-		if (++sent >= room)
+		pump->bytes_in_flight += entry->size;
+		if (++sent >= room || pump->bytes_in_flight >= max_in_flight_bytes())
 		{
 			/* the rest is left for the next scan */
 			pump->more = true;

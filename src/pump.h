@@ -39,12 +39,14 @@ typedef struct FlytPump
 {
 	MemoryContext context;
 	struct idhash_hash *inflight; /* outbox ids handed to the producer;
-								 * tag: the hash of the row's key, 0 none */
+								 * tag: the hash of the row's key, 0 none;
+								 * size: row_size */
 	struct idhash_hash *inflight_keys; /* key hash -> rows in flight (tag) */
 	struct idhash_hash *blocked;	/* key hashes a scan must not send */
 	struct idhash_hash *delayed;	/* rows a scan left to wait for their
 								 * redelivery; tag: key hash, since: when */
 	int			in_flight;
+	int64		bytes_in_flight;	/* the rows' sizes (row_size) in flight */
 	FlytDelivery *reports;		/* delivery reports not yet applied */
 	int			nreports;
 	int			reports_size;

@@ -102,6 +102,7 @@ typedef struct FlytShared
 	int			circuit_event_count;	/* total ever recorded */
 	FlytCircuitEvent circuit_events[FLYT_CIRCUIT_EVENTS];	/* ring */
 	int			in_flight;
+	int64		in_flight_bytes;	/* their sizes (pump.c, row_size) */
 
 	/* consumer */
 	bool		subscribed;

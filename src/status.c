@@ -264,6 +264,7 @@ flyt_status(PG_FUNCTION_ARGS)
 	json_object_set_new(outbox, "backlog", json_integer(t.backlog));
 	json_object_set_new(outbox, "oldest_age_seconds", t.oldest_age < 0 ? json_null() : json_real(t.oldest_age));
 	json_object_set_new(outbox, "in_flight", json_integer(s ? s->in_flight : 0));
+	json_object_set_new(outbox, "in_flight_bytes", json_integer(s ? (json_int_t) s->in_flight_bytes : 0));
 	json_object_set_new(root, "outbox", outbox);
 
 	for (int i = 0; s != NULL && s->worker_pid != 0 && i < s->npartitions; i++)
@@ -432,6 +433,8 @@ flyt_metrics(PG_FUNCTION_ARGS)
 					 s != NULL && s->worker_pid != 0 && s->connected ? 1 : 0);
 	metric(&buf, "flyt_instance_outbox_in_flight", "gauge", "Messages sent to Kafka and not yet acknowledged.");
 	appendStringInfo(&buf, "flyt_instance_outbox_in_flight %d\n", s ? (int) s->in_flight : 0);
+	metric(&buf, "flyt_instance_outbox_in_flight_bytes", "gauge", "Size of the messages in flight (key, value and headers), as flyt_instance.max_in_flight_memory counts it.");
+	appendStringInfo(&buf, "flyt_instance_outbox_in_flight_bytes " INT64_FORMAT "\n", s ? s->in_flight_bytes : 0);
 	{
 		int			waiting = 0;
 

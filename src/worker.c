@@ -178,6 +178,7 @@ worker_exit(int code, Datum arg)
 	flyt_shared->state = FLYT_WORKER_NOT_RUNNING;
 	flyt_shared->connected = false;
 	flyt_shared->in_flight = 0;
+	flyt_shared->in_flight_bytes = 0;
 	flyt_shared->subscribed = false;
 	flyt_shared->assignment_waiting_since = 0;
 	flyt_shared->npartitions = 0;
@@ -435,6 +436,7 @@ close_kafka(bool apply)
 		flyt_shared->assignment_waiting_since = 0;
 		flyt_shared->npartitions = 0;
 		flyt_shared->in_flight = 0;
+		flyt_shared->in_flight_bytes = 0;
 		LWLockRelease(flyt_shared->lock);
 	}
 }
@@ -662,6 +664,7 @@ publish(TimestampTz next_cleanup_at)
 	flyt_shared->connected = worker.kafka_open &&
 		(worker.producer_up || worker.consumer_up || worker.breaker.reachable);
 	flyt_shared->in_flight = worker.pump.in_flight;
+	flyt_shared->in_flight_bytes = worker.pump.bytes_in_flight;
 	flyt_shared->next_cleanup_at = next_cleanup_at;
 	LWLockRelease(flyt_shared->lock);
 }
