@@ -16,6 +16,7 @@
 
 #include "common/hashfn.h"
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 
 typedef struct IdEntry
 {
@@ -23,6 +24,7 @@ typedef struct IdEntry
 	TimestampTz since;			/* what the user keeps with the id */
 	uint32		tag;			/* likewise */
 	uint32		size;			/* likewise */
+	ItemPointerData tid;		/* likewise */
 	char		status;			/* required by simplehash */
 } IdEntry;
 

@@ -30,6 +30,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -43,6 +44,7 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "outbox_scan.h"
@@ -232,6 +234,7 @@ flyt_outbox_scan_next(FlytOutboxScan *scan, FlytOutboxSkip skip, void *arg,
 	row->next_attempt_at = DatumGetTimestampTz(slot_getattr(scan->slot, scan->attnums[COL_NEXT_ATTEMPT_AT],
 														   &isnull));
 	row->xmin = DatumGetTransactionId(slot_getsysattr(scan->slot, MinTransactionIdAttributeNumber, &isnull));
+	row->tid = scan->slot->tts_tid;
 	MemoryContextSwitchTo(old);
 	return true;
 }
@@ -267,4 +270,59 @@ flyt_outbox_scan_end(FlytOutboxScan *scan)
 	index_close(scan->index, NoLock);
 	table_close(scan->rel, NoLock);
 	memset(scan, 0, sizeof(*scan));
+}
+
+/*
+ * Deletes delivered rows where a scan found them: rows[i] (its id and the
+ * tid flyt_outbox_scan_next gave) is deleted at that tid when the row
+ * there is still the one with that id, as the active snapshot sees it, and
+ * nobody changed it since; no index probe, no executor (the extension's
+ * table has no triggers).  Every other one (updated meanwhile, as a
+ * redelivery's bookkeeping does, or gone) is left for the caller, which
+ * deletes those by id: their ids are moved to the start of ids[] and their
+ * count returned.  The caller runs inside a transaction with an active
+ * snapshot.
+ */
+int
+flyt_outbox_delete_found(int64 *ids, const ItemPointerData *tids, int n)
+{
+	FlytOutboxScan columns_of;
+	Relation	rel;
+	TupleTableSlot *slot;
+	Snapshot	snapshot = GetActiveSnapshot();
+	CommandId	cid = GetCurrentCommandId(true);
+	int			nleft = 0;
+
+	if (n == 0)
+		return 0;
+	memset(&columns_of, 0, sizeof(columns_of));
+	rel = table_openrv(makeRangeVar("flyt", "outbox", -1), RowExclusiveLock);
+	columns_of.rel = rel;
+	find_columns(&columns_of);
+	slot = table_slot_create(rel, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		ItemPointerData tid = tids[i];
+		bool		isnull;
+		bool		deleted = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ItemPointerIsValid(&tid) &&
+			table_tuple_fetch_row_version(rel, &tid, snapshot, slot) &&
+			DatumGetInt64(slot_getattr(slot, columns_of.attnums[COL_ID], &isnull)) == ids[i] &&
+			!isnull)
+		{
+			TM_FailureData tmfd;
+
+			ExecClearTuple(slot);
+			deleted = table_tuple_delete(rel, &tid, cid, snapshot, InvalidSnapshot,
+										 true, &tmfd, false) == TM_Ok;
+		}
+		if (!deleted)
+			ids[nleft++] = ids[i];
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+	return nleft;
 }

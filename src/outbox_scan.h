@@ -14,6 +14,7 @@
 #include "access/genam.h"
 #include "datatype/timestamp.h"
 #include "executor/tuptable.h"
+#include "storage/itemptr.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/snapshot.h"
@@ -35,6 +36,7 @@ typedef struct FlytOutboxRow
 	TimestampTz created_at;
 	TimestampTz next_attempt_at;
 	TransactionId xmin;
+	ItemPointerData tid;		/* where this version of the row lies */
 } FlytOutboxRow;
 
 /* The columns a scan reads (outbox_scan.c). */
@@ -61,5 +63,6 @@ extern bool flyt_outbox_scan_next(FlytOutboxScan *scan, FlytOutboxSkip skip, voi
 								  FlytOutboxRow *row);
 extern void flyt_outbox_scan_read_row(FlytOutboxScan *scan, FlytOutboxRow *row);
 extern void flyt_outbox_scan_end(FlytOutboxScan *scan);
+extern int	flyt_outbox_delete_found(int64 *ids, const ItemPointerData *tids, int n);
 
 #endif							/* FLYT_OUTBOX_SCAN_H */

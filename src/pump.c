@@ -17,7 +17,9 @@
  * events of one instance never overtake each other.
  *
  * Delivery reports are collected while librdkafka's queue is served and
- * applied afterwards in one transaction: delivered rows are deleted.  A row
+ * applied afterwards in one transaction: delivered rows are deleted, at the
+ * tid the scan found them while they are still that version
+ * (flyt_outbox_delete_found), else by id.  A row
  * the brokers refused for what it is (too large, invalid, not authorised)
  * waits flyt_instance.redelivery_millis (doubling per attempt, capped) and
  * after flyt_instance.redelivery_max_no redeliveries moves to
@@ -350,8 +352,12 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 {
 	static const Oid argtypes[] = {INT8ARRAYOID};
 	TimestampTz now = GetCurrentTimestamp();
-	Datum	   *ok_ids;
+	int64	   *found_ids;		/* delivered, and where the scan found them */
+	ItemPointerData *found_tids;
+	int			nfound = 0;
+	Datum	   *ok_ids;			/* delivered, to be deleted by id */
 	int			nok = 0;
+	int			nleft;
 	int			nfailed = 0;
 	const char *last_error = NULL;
 
@@ -359,6 +365,8 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		return;
 	pump->queue_full = false;
 
+	found_ids = palloc(sizeof(int64) * pump->nreports);
+	found_tids = palloc(sizeof(ItemPointerData) * pump->nreports);
 	ok_ids = palloc(sizeof(Datum) * pump->nreports);
 	for (int i = 0; i < pump->nreports; i++)
 	{
@@ -374,9 +382,14 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		}
 		else if (report->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			ok_ids[nok++] = Int64GetDatum(report->id);
 			if (entry != NULL)
+			{
+				found_ids[nfound] = report->id;
+				found_tids[nfound++] = entry->tid;
 				record_delivered(entry->since, now);
+			}
+			else
+				ok_ids[nok++] = Int64GetDatum(report->id);
 		}
 		else
 		{
@@ -396,6 +409,16 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 			pump->in_flight--;
 		}
 	}
+
+	/*
+	 * Delivered rows are deleted where the scan found them; the few that
+	 * changed since (or that no scan of this worker sent) by their ids.
+	 */
+	nleft = flyt_outbox_delete_found(found_ids, found_tids, nfound);
+	for (int i = 0; i < nleft; i++)
+		ok_ids[nok++] = Int64GetDatum(found_ids[i]);
+	if (nfound > 0 || nok > 0)
+		flyt_breaker_success(breaker);
 	if (nok > 0)
 	{
 		Datum		values[1];
@@ -406,7 +429,6 @@ flyt_pump_apply_reports(FlytPump *pump, FlytBreaker *breaker)
 		values[0] = PointerGetDatum(construct_array(ok_ids, nok, INT8OID, sizeof(int64),
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		flyt_execute_by_id(delete_plan, values, NULL, false, 0, SPI_OK_DELETE);
-		flyt_breaker_success(breaker);
 	}
 	for (int i = 0; i < nfailed; i++)
 		flyt_breaker_failure(breaker, psprintf("delivery failed: %s", last_error));
@@ -862,6 +884,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		entry->since = row.created_at;
 		entry->tag = tag;
 		entry->size = row_size(&row);
+		entry->tid = row.tid;
 		key_in_flight(pump, tag, 1);
 		pump->in_flight++;
 		pump->bytes_in_flight += entry->size;

@@ -13,10 +13,14 @@
 #   - after an instance-registered is delivered, VACUUM truncates the empty
 #     outbox, as autovacuum does after a drain (which invalidates the
 #     worker's plans); a retry is sent and recorded, so they are planned
-#     again while the table has no pages; then a backlog of retries is
+#     again while the table has no pages; a retry whose row gets a new
+#     version while it is in flight (the broker answers 3 s late) is then
+#     deleted by its id, a planned statement (the others are deleted where
+#     the scan found them, without one); then a backlog of retries is
 #     queued in one transaction and drained;
 #   - the worker's statements on flyt.outbox ran as scans of outbox_pkey,
-#     none as a sequential scan of flyt.outbox;
+#     none as a sequential scan of flyt.outbox, and the only delete among
+#     them was that of the changed row;
 #   - the pump's scans read outbox_pkey without a plan (outbox_scan.c);
 #     a backlog of retries over many instances drains with them reading
 #     only a few index entries per message after the outbox was analyzed
@@ -62,8 +66,24 @@ wait_messages "$T_RETRY" 1 && wait_until "$WAIT" sql_is 0 "SELECT count(*) FROM 
 	fail "a retry is sent and recorded"
 LOG_FROM=$(wc -c <"$CLUSTER_LOG")
 
+broker_cmd "rtt 3000" || true
+check_eq "the broker answers 3 s late" "ok rtt 3000 all" "$reply"
+sql "SELECT flyt_retry($ID)" >/dev/null
+in_flight() {
+	sql_is 1 "SELECT flyt_status()->'outbox'->>'in_flight'"
+}
+wait_until "$WAIT" in_flight || fail "a retry is in flight" "flyt_status(): $(show_status)"
+check_eq "its row gets a new version while it is in flight" 1 \
+	"$(sql "UPDATE flyt.outbox SET last_error = 'touched by worker_plans.sh' RETURNING 1" | wc -l)"
+broker_cmd "rtt 0" || true
+if wait_messages "$T_RETRY" 2 && wait_until "$WAIT" sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
+	pass "the retry changed in flight is delivered and deleted"
+else
+	fail "the retry changed in flight is delivered and deleted" "outbox: $(sql_quiet 'SELECT count(*) FROM flyt.outbox')"
+fi
+
 sql "SELECT count(flyt_retry($ID)) FROM generate_series(1, $BACKLOG)" >/dev/null
-if wait_messages "$T_RETRY" "$((BACKLOG + 1))" && wait_until "$WAIT" sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
+if wait_messages "$T_RETRY" "$((BACKLOG + 2))" && wait_until "$WAIT" sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
 	pass "a backlog of $BACKLOG retries is delivered"
 else
 	fail "a backlog of $BACKLOG retries is delivered" "outbox: $(sql_quiet 'SELECT count(*) FROM flyt.outbox')"
@@ -79,6 +99,8 @@ worker_plans() {
 worker_plans >"$WORK/plans.txt"
 note "the worker ran $(grep -c 'Query Text:' "$WORK/plans.txt" || true) logged statements"
 check "the worker's statements on flyt.outbox used outbox_pkey" grep -q 'on outbox_pkey\|using outbox_pkey' "$WORK/plans.txt"
+check_eq "the backlog's delivered rows were deleted without a statement (one delete by id: the changed row)" 1 \
+	"$(grep -c 'Delete on outbox' "$WORK/plans.txt" || true)"
 seq=$(grep -c 'Seq Scan on outbox' "$WORK/plans.txt" || true)
 if [ "$seq" -eq 0 ]; then
 	pass "none of them scanned flyt.outbox sequentially"

@@ -5,15 +5,20 @@
 #
 #   - with max_in_flight_memory = 64kB and the default max_in_flight, 30
 #     retries of instances of about 10 kB each are queued in one transaction
-#     while the broker answers every request 3 s late (`rtt 3000`): the
+#     while the broker answers every request 5 s late (`rtt 5000`): the
 #     worker hands over only as many as fit in 64 kB (plus the one that
 #     crosses it), flyt_status() shows them in outbox.in_flight and
 #     in_flight_bytes, and that holds while the answers are delayed; the
 #     rest waits in the outbox;
-#   - once the broker answers at once again, every retry arrives, in one
-#     message each, and the outbox drains.
+#   - meanwhile every queued row is updated (a new row version, as a
+#     redelivery's bookkeeping makes): the pump deletes a delivered row at
+#     the tid its scan found it (outbox_scan.c) only while it is still the
+#     same version, else by id, so none is left behind to be sent again;
+#   - once the broker answers at once again, every retry arrives, exactly
+#     once each, and the outbox drains.
 #
-# (Fails with a window bounded by count alone: all 30 go at once; checked.)
+# (Fails with a window bounded by count alone: all 30 go at once; and with
+# deletes by tid alone: the updated rows stay and go again; both checked.)
 #
 # Own broker and cluster; both always stopped.  Prints ok/not ok lines and
 # "N passed, M failed"; exit status non-zero on any failure.
@@ -45,8 +50,8 @@ else
 	fail "the $N instance-registered are delivered" "flyt_status(): $(show_status)"
 fi
 
-broker_cmd "rtt 3000" || true
-check_eq "the broker answers 3 s late" "ok rtt 3000 all" "$reply"
+broker_cmd "rtt 5000" || true
+check_eq "the broker answers 5 s late" "ok rtt 5000 all" "$reply"
 sql "SELECT count(flyt_retry(id)) FROM flyt.instance" >/dev/null
 ROW=$(sql "SELECT max(octet_length(key) + octet_length(value) + pg_column_size(headers)) FROM flyt.outbox")
 BOUND=$((LIMIT / ROW + 1))
@@ -72,6 +77,8 @@ if wait_until "$WAIT" some_in_flight; then
 else
 	fail "retries are handed to the producer" "flyt_status(): $(show_status)"
 fi
+check_eq "every queued row gets a new version while some are in flight" "$N" \
+	"$(sql "UPDATE flyt.outbox SET last_error = 'touched by worker_window.sh' RETURNING 1" | wc -l)"
 if holds_for 1 within_window; then
 	pass "at most $BOUND retries (64 kB and one more) in flight while the answers are late"
 else
@@ -93,6 +100,7 @@ else
 	fail "all $N retries arrive" "$(jq length "$WORK/$T_RETRY.json") on the topic"
 fi
 check_eq "one message per retry" "$N" "$(jq '[.[].key] | unique | length' "$WORK/$T_RETRY.json")"
+check_eq "no retry sent twice" "$N" "$(jq length "$WORK/$T_RETRY.json")"
 check_eq "nothing dead-lettered" 0 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
 
 finish
