@@ -163,15 +163,9 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	if (can_ask)
 		ask_for_missing_headers(cutoff);
 
-	/*
-	 * The victims are deleted at the ctid their row lock returned (a TID
-	 * scan, no second index probe): locked, they stay there until the
-	 * commit.  One that another transaction updated after this statement's
-	 * snapshot is not seen there and is left, locked, for the next batch.
-	 */
 	plan = flyt_plan(&delete_plan,
 					 "WITH victims AS ("
-					 "  SELECT ctid FROM flyt.instance"
+					 "  SELECT id FROM flyt.instance"
 					 "  WHERE created_at OPERATOR(pg_catalog.<) $1"
 					 "    AND (flow_headers IS NOT NULL OR NOT $6 OR EXISTS ("
 					 "         SELECT FROM flyt.flow_headers_request r"
@@ -181,7 +175,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 					 "  FOR UPDATE SKIP LOCKED"
 					 "), deleted AS ("
 					 "  DELETE FROM flyt.instance i USING victims v"
-					 "  WHERE i.ctid OPERATOR(pg_catalog.=) v.ctid"
+					 "  WHERE i.id OPERATOR(pg_catalog.=) v.id"
 					 "  RETURNING i.id, i.flow_headers"
 					 "), history AS ("
 					 "  DELETE FROM flyt.instance_event e"

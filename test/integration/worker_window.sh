@@ -15,7 +15,11 @@
 #     the tid its scan found it (outbox_scan.c) only while it is still the
 #     same version, else by id, so none is left behind to be sent again;
 #   - once the broker answers at once again, every retry arrives, exactly
-#     once each, and the outbox drains.
+#     once each, and the outbox drains;
+#   - rows in flight when flyt.outbox is truncated: their deliveries are
+#     recorded without an error (their tids point past the table's end);
+#   - with a DELETE trigger on flyt.outbox (a user's), delivered rows are
+#     deleted through the executor, so the trigger sees each of them.
 #
 # (Fails with a window bounded by count alone: all 30 go at once; and with
 # deletes by tid alone: the updated rows stay and go again; both checked.)
@@ -102,5 +106,35 @@ fi
 check_eq "one message per retry" "$N" "$(jq '[.[].key] | unique | length' "$WORK/$T_RETRY.json")"
 check_eq "no retry sent twice" "$N" "$(jq length "$WORK/$T_RETRY.json")"
 check_eq "nothing dead-lettered" 0 "$(sql "SELECT count(*) FROM flyt.dead_letter")"
+
+# --- truncated while in flight ------------------------------------------------------------
+
+broker_cmd "rtt 5000" || true
+sql "SELECT count(flyt_retry(id)) FROM flyt.instance" >/dev/null
+wait_until "$WAIT" some_in_flight || fail "retries are in flight again" "flyt_status(): $(show_status)"
+sql "TRUNCATE flyt.outbox" >/dev/null
+broker_cmd "rtt 0" || true
+if wait_until "$WAIT" sql_is 0 "SELECT flyt_status()->'outbox'->>'in_flight'"; then
+	pass "the deliveries of rows truncated in flight are recorded"
+else
+	fail "the deliveries of rows truncated in flight are recorded" "flyt_status(): $(show_status)"
+fi
+check_eq "no error reading past the end of flyt.outbox" 0 "$(grep -c 'could not read block' "$CLUSTER_LOG" || true)"
+check_eq "status UP after the truncation" UP "$(status_field "->>'status'")"
+
+# --- a user's DELETE trigger ------------------------------------------------------------------
+
+sql "CREATE TABLE public.outbox_deleted (id bigint);
+     CREATE FUNCTION public.note_outbox_delete() RETURNS trigger LANGUAGE plpgsql AS
+       \$\$BEGIN INSERT INTO public.outbox_deleted VALUES (OLD.id); RETURN OLD; END\$\$;
+     CREATE TRIGGER note_outbox_delete AFTER DELETE ON flyt.outbox
+       FOR EACH ROW EXECUTE FUNCTION public.note_outbox_delete()" >/dev/null
+sql "SELECT count(flyt_retry(id)) FROM flyt.instance" >/dev/null
+if wait_until 120 sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
+	pass "the outbox drains with a DELETE trigger on it"
+else
+	fail "the outbox drains with a DELETE trigger on it" "flyt_status(): $(show_status)"
+fi
+check_eq "the trigger saw every delivered row deleted" "$N" "$(sql "SELECT count(DISTINCT id) FROM public.outbox_deleted")"
 
 finish
