@@ -121,6 +121,14 @@ find_columns(FlytOutboxScan *scan)
 	}
 }
 
+/* Opens flyt.outbox into scan->rel and finds its columns. */
+static void
+open_outbox(FlytOutboxScan *scan, LOCKMODE lockmode)
+{
+	scan->rel = table_openrv(makeRangeVar("flyt", "outbox", -1), lockmode);
+	find_columns(scan);
+}
+
 /*
  * Starts a scan of the rows with ids greater than after, as the snapshot
  * sees them.
@@ -133,8 +141,7 @@ flyt_outbox_scan_begin(FlytOutboxScan *scan, Snapshot snapshot, int64 after)
 
 	Assert(IsMVCCSnapshot(snapshot));
 	memset(scan, 0, sizeof(*scan));
-	scan->rel = table_openrv(makeRangeVar("flyt", "outbox", -1), AccessShareLock);
-	find_columns(scan);
+	open_outbox(scan, AccessShareLock);
 	indexid = RelationGetPrimaryKeyIndex(scan->rel);
 	if (!OidIsValid(indexid))
 		ereport(ERROR,
@@ -299,15 +306,14 @@ flyt_outbox_delete_found(int64 *ids, const ItemPointerData *tids, int n)
 
 	if (n == 0)
 		return 0;
-	rel = table_openrv(makeRangeVar("flyt", "outbox", -1), RowExclusiveLock);
+	memset(&columns_of, 0, sizeof(columns_of));
+	open_outbox(&columns_of, RowExclusiveLock);
+	rel = columns_of.rel;
 	if (rel->trigdesc != NULL)
 	{
 		table_close(rel, NoLock);
 		return n;
 	}
-	memset(&columns_of, 0, sizeof(columns_of));
-	columns_of.rel = rel;
-	find_columns(&columns_of);
 	/* no truncation can run meanwhile: it needs a lock that conflicts with ours */
 	nblocks = RelationGetNumberOfBlocks(rel);
 	slot = table_slot_create(rel, NULL);
