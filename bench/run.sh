@@ -120,6 +120,39 @@ sql() {
 outbox_empty() { lc_sql_true 'SELECT NOT EXISTS (SELECT FROM flyt.outbox)'; }
 drain() { lc_wait "${1:-300}" outbox_empty || die "outbox not drained: $(lc_sql 'SELECT count(*) FROM flyt.outbox')"; }
 
+# A producer that stays up for a whole figure, fed files through a FIFO.
+# Before the clock starts it has delivered to the topic already (feed_sync
+# waits for that): with a fresh flyt_produce per chunk, one chunk in a few
+# reached the broker only 0.2-1 s after it was produced (an independent
+# kcat consumer saw it then; 10-50 ms otherwise) while the worker, done
+# with the chunks before, slept, and the ingest figures measured that.
+# feed_open BROKERS — starts it (FEED_FD is its input, FEED_ACK its output).
+feed_open() {
+	rm -f "$LC_WORK/feed.in" "$LC_WORK/feed.out"
+	mkfifo "$LC_WORK/feed.in" "$LC_WORK/feed.out"
+	timeout "$(lc_budget 900)" "$LC_WORK/flyt_produce" -b "$1" -t "$LC_T_RECEIVED" \
+		<"$LC_WORK/feed.in" >"$LC_WORK/feed.out" 2>>"$LC_WORK/producer.log" &
+	FEED_PID=$!
+	LC_BG_PIDS+=("$FEED_PID")
+	exec {FEED_FD}>"$LC_WORK/feed.in" {FEED_ACK}<"$LC_WORK/feed.out"
+}
+# feed FILE — hands FILE's lines to the producer (returns once it read them).
+feed() { cat "$1" >&"$FEED_FD"; }
+# feed_sync — returns once everything fed so far is acknowledged by the broker.
+feed_sync() {
+	local ack=
+	printf '\n' >&"$FEED_FD"
+	read -r -t "$(lc_budget 300)" ack <&"$FEED_ACK" || true
+	case $ack in synced\ *) ;; *) die "producer: no checkpoint: $(tail -3 "$LC_WORK/producer.log")" ;; esac
+}
+# feed_close — end of input: the producer flushes and exits 0 when every
+# message was acknowledged.
+feed_close() {
+	exec {FEED_FD}>&-
+	wait "$FEED_PID" || die "producer: $(tail -3 "$LC_WORK/producer.log")"
+	exec {FEED_ACK}<&-
+}
+
 # bench_wait LIMIT CONDITION — waits until the SQL condition is true.  One
 # session checks it every 5 ms (bench.wait_until), committing between
 # checks so that it holds back no vacuum horizon; a psql process per check
@@ -258,12 +291,15 @@ END \$\$" >/dev/null
 #  ingest: INGEST messages through the running worker, produced in chunks of
 #    CHUNK (at most two chunks waiting, so nothing is dropped and the worker
 #    never waits for the producer); from the first produce until stored.
+#    One producer delivers the cold messages and then these (feed_open).
 COLD=${FLYT_BENCH_INGEST_COLD:-3000}
 CHUNK=${FLYT_BENCH_INGEST_CHUNK:-1500}
 gen_messages "$LC_WORK/cold.tsv" cold "$COLD"
 gen_messages "$LC_WORK/ingest.tsv" bench "$INGEST"
 say "value bytes: $(awk -F'\t' '{ s += length($3) } END { printf "%d", s / NR }' "$LC_WORK/ingest.tsv") (avg)"
-lc_produce "$LC_WORK/cold.tsv" || die "produce the cold messages"
+feed_open "$LC_BROKER_ADDR"
+feed "$LC_WORK/cold.tsv"
+feed_sync
 t0=$(now)
 sql "CREATE EXTENSION flyt_instance" >/dev/null
 lc_wait 120 lc_count_at_least "$COLD" ||
@@ -283,12 +319,13 @@ for f in "$LC_WORK"/chunk.*; do
 	if [ "$k" -ge 1 ]; then # the chunk before the last one produced is stored
 		bench_wait 300 "$(received_applied $((COLD + (k - 1) * CHUNK)))" || die "ingest: chunk $k: $(cat "$LC_WORK/wait.err")"
 	fi
-	lc_produce "$f" || die "produce $f"
+	feed "$f" || die "produce $f"
 	k=$((k + 1))
 done
 bench_wait 300 "$(received_applied $((COLD + INGEST)))" ||
 	die "ingest: $(lc_sql 'SELECT count(*) FROM flyt.instance') stored: $(cat "$LC_WORK/wait.err")"
 t1=$(now)
+feed_close
 [ "$(sql 'SELECT count(*) FROM flyt.instance')" -ge $((COLD + INGEST)) ] ||
 	die "ingest: $(lc_sql 'SELECT count(*) FROM flyt.instance') stored, $(lc_sql 'SELECT count(*) FROM flyt.dead_letter') dead letters"
 perf_end
@@ -511,7 +548,8 @@ fig worker_rss_growth "$((rss1 - rss0))" kB
 # (its stored consumer offsets belong to the embedded broker's topics, so
 # they are put aside meanwhile).
 #  ingest_kafka: INGEST messages produced at once to instance-received of
-#    the running, connected worker; from the first produce until stored.
+#    the running, connected worker; from the first produce until stored,
+#    by a producer that delivered WARM messages before (feed_open).
 #    Floor: kcat -C reading the same messages from the same broker.
 #  pump_kafka: as pump, to the real broker.  Floor: kcat -P of the same file.
 KAFKA_ON=${FLYT_BENCH_KAFKA:-1}
@@ -529,20 +567,28 @@ if [ "$KAFKA_ON" = 1 ]; then
 	sql "SELECT pg_reload_conf()" >/dev/null
 	lc_wait 60 lc_sql_true "SELECT flyt_status()->>'status' = 'UP'" || die "worker UP on Kafka: $(lc_sql 'SELECT flyt_status()')"
 
+	# WARM messages first, through the same producer, so that the clock
+	# starts with a producer that has delivered to the topic (see feed_open)
+	WARM=100
+	gen_messages "$LC_WORK/warm_kafka.tsv" kafka-warm "$WARM"
 	gen_messages "$LC_WORK/ingest_kafka.tsv" kafka "$INGEST"
+	feed_open "$KAFKA_BOOTSTRAP"
+	feed "$LC_WORK/warm_kafka.tsv"
+	feed_sync
+	bench_wait 300 "$(received_applied "$WARM")" || die "ingest_kafka, warming up: $(cat "$LC_WORK/wait.err")"
 	n0=$(sql "SELECT count(*) FROM flyt.instance")
 	t0=$(now)
-	timeout 300 "$LC_WORK/flyt_produce" -b "$KAFKA_BOOTSTRAP" -t "$LC_T_RECEIVED" <"$LC_WORK/ingest_kafka.tsv" \
-		2>>"$LC_WORK/producer.log" || die "produce to Kafka"
-	bench_wait 300 "$(received_applied "$INGEST")" || die "ingest_kafka: $(cat "$LC_WORK/wait.err")"
+	feed "$LC_WORK/ingest_kafka.tsv" || die "produce to Kafka"
+	bench_wait 300 "$(received_applied $((WARM + INGEST)))" || die "ingest_kafka: $(cat "$LC_WORK/wait.err")"
 	t1=$(now)
+	feed_close
 	[ "$(sql 'SELECT count(*) FROM flyt.instance')" -ge $((n0 + INGEST)) ] ||
 		die "ingest_kafka: $(lc_sql 'SELECT count(*) FROM flyt.instance') stored"
 	ik_rate=$(calc "$INGEST / ($t1 - $t0)")
 	# The floor is the ingest floor (SPEC 9: the database's insert rate of
 	# the same payloads); how fast kcat reads them is shown for scale.
 	t0=$(now)
-	timeout 300 kcat -C -q -b "$KAFKA_BOOTSTRAP" -t "$LC_T_RECEIVED" -o beginning -c "$INGEST" -e \
+	timeout 300 kcat -C -q -b "$KAFKA_BOOTSTRAP" -t "$LC_T_RECEIVED" -o "$WARM" -c "$INGEST" -e \
 		-f '%k %h %s\n' >/dev/null 2>"$LC_WORK/kcat_ingest.err" || die "kcat read of ingest_kafka"
 	t1=$(now)
 	say "ingest_kafka: kcat -C reads the same $INGEST messages at $(calc "$INGEST / ($t1 - $t0)") msgs/s"

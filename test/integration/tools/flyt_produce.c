@@ -7,6 +7,11 @@
  * key), at most -r messages per second (0: as fast as possible), with an
  * idempotent producer that retries for up to two minutes, so a broker
  * restart loses nothing.  Exit 0 when every message was acknowledged.
+ *
+ * An empty line is a checkpoint: every message read so far is flushed and
+ * acknowledged (else exit 1), then "synced N" (messages delivered so far)
+ * is written to stdout, so that a script feeding a long-lived producer
+ * knows when what it fed is on the broker.
  */
 #define _GNU_SOURCE
 #include <librdkafka/rdkafka.h>
@@ -77,6 +82,17 @@ int main(int argc, char **argv)
 
 		if (line[n - 1] == '\n')
 			line[--n] = '\0';
+		if (n == 0) {
+			rd_kafka_flush(rk, 120000);
+			if (rd_kafka_outq_len(rk) > 0 || failed || delivered != count) {
+				fprintf(stderr, "flyt_produce: checkpoint: %ld of %ld delivered, %ld failed\n",
+					delivered, count, failed);
+				return 1;
+			}
+			printf("synced %ld\n", delivered);
+			fflush(stdout);
+			continue;
+		}
 		if (!(hdr = strchr(key, '\t')) || !(val = strchr(hdr + 1, '\t'))) {
 			fprintf(stderr, "flyt_produce: line %ld: want KEY<TAB>HEADERS<TAB>VALUE\n", count + 1);
 			return 2;
