@@ -48,7 +48,7 @@
 #define REPLY_RETENTION_MS INT64CONST(432000000)
 #define REPLY_SEGMENT_MS INT64CONST(21600000)
 
-#define MAX_TOPICS 8
+#define MAX_TOPICS (FLYT_PRODUCED_TOPICS + 2)	/* received, produced, reply */
 #define NUM_WANTED_CONFIGS 3
 
 /* One topic as it should be. */
@@ -92,19 +92,13 @@ static int
 wanted_topics(WantedTopic *topics)
 {
 	int64		retention = flyt_topic_retention_ms();
+	char	   *produced[FLYT_PRODUCED_TOPICS];
+	int			nproduced = flyt_produced_topics(produced);
 	int			n = 0;
 
 	add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_RECEIVED), retention, EVENT_SEGMENT_MS);
-	add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_REGISTERED), retention, EVENT_SEGMENT_MS);
-	add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_RETRY), retention, EVENT_SEGMENT_MS);
-	add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_DELETED), retention, EVENT_SEGMENT_MS);
-	if (flyt_error_event_format == FLYT_ERRORS_INSTANCE_ERROR)
-		add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_INSTANCE_ERROR), retention, EVENT_SEGMENT_MS);
-	else
-	{
-		add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_REGISTRATION_ERROR), retention, EVENT_SEGMENT_MS);
-		add_topic(topics, &n, flyt_topic_name(FLYT_EVENT_RETRY_REQUEST_ERROR), retention, EVENT_SEGMENT_MS);
-	}
+	for (int i = 0; i < nproduced; i++)
+		add_topic(topics, &n, produced[i], retention, EVENT_SEGMENT_MS);
 	add_topic(topics, &n, flyt_reply_topic_name(), REPLY_RETENTION_MS, REPLY_SEGMENT_MS);
 	return n;
 }

@@ -250,6 +250,46 @@ new_handle(rd_kafka_type_t type, rd_kafka_conf_t *conf)
 	return rk;
 }
 
+/* Lets go of the producer's topic handles. */
+static void
+forget_topics(FlytKafka *kafka)
+{
+	for (int i = 0; i < kafka->ntopics; i++)
+		rd_kafka_topic_destroy(kafka->topics[i]);
+	kafka->ntopics = 0;
+}
+
+/*
+ * Gives the producer a handle of each topic the worker sends the
+ * extension's events to (flyt_produced_topics, with the settings as they
+ * are now), so that librdkafka looks up their partitions and leaders at its
+ * next scan of the topics it knows, within a second.  A topic it first hears
+ * of from a message is looked up only at that scan too, with the message
+ * waiting: against Apache Kafka the first message to each topic after every
+ * connect waited 0.4-1.2 s.  Called when the handles are made, and again
+ * when the settings that name the topics change.
+ */
+void
+flyt_kafka_know_topics(FlytKafka *kafka)
+{
+	char	   *names[FLYT_PRODUCED_TOPICS];
+	int			n;
+
+	forget_topics(kafka);
+	if (kafka->producer == NULL)
+		return;
+	n = flyt_produced_topics(names);
+	for (int i = 0; i < n; i++)
+	{
+		rd_kafka_topic_t *topic = rd_kafka_topic_new(kafka->producer, names[i], NULL);
+
+		/* NULL for a name librdkafka refuses: messages to it fail alike */
+		if (topic != NULL)
+			kafka->topics[kafka->ntopics++] = topic;
+		pfree(names[i]);
+	}
+}
+
 /*
  * Creates the producer and the consumer and the pipe their queues wake the
  * worker through.  Returns false (having logged why) when the settings do
@@ -308,6 +348,7 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 	rd_kafka_queue_io_event_enable(kafka->producer_queue, kafka->wake_write_fd, "p", 1);
 	kafka->admin_queue = rd_kafka_queue_new(kafka->producer);
 	rd_kafka_queue_io_event_enable(kafka->admin_queue, kafka->wake_write_fd, "a", 1);
+	flyt_kafka_know_topics(kafka);
 
 	/*
 	 * Consumer: the database holds the offsets (flyt.consumer_offset), so
@@ -494,6 +535,7 @@ flyt_kafka_close(FlytKafka *kafka, int budget_ms, bool flush)
 		rd_kafka_queue_destroy(kafka->admin_queue);
 	if (kafka->producer_queue != NULL)
 		rd_kafka_queue_destroy(kafka->producer_queue);
+	forget_topics(kafka);
 	if (kafka->producer != NULL)
 		rd_kafka_destroy(kafka->producer);
 

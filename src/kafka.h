@@ -12,6 +12,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "outbox.h"
+
 /* Callbacks the worker gives the handles; all run on the worker's thread. */
 typedef struct FlytKafkaCallbacks
 {
@@ -29,6 +31,9 @@ typedef struct FlytKafka
 	rd_kafka_queue_t *producer_queue;	/* delivery reports, logs, stats */
 	rd_kafka_queue_t *consumer_queue;	/* messages, rebalances, logs, stats */
 	rd_kafka_queue_t *admin_queue;	/* admin results */
+	/* the producer's handles of the topics the worker sends to */
+	rd_kafka_topic_t *topics[FLYT_PRODUCED_TOPICS];
+	int			ntopics;
 	int			wake_read_fd;	/* readable when a queue got an event */
 	int			wake_write_fd;
 	char	   *settings;		/* the settings the handles were made with */
@@ -38,6 +43,7 @@ extern char *flyt_kafka_settings_signature(void);
 extern bool flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks,
 							void *opaque);
 extern void flyt_kafka_close(FlytKafka *kafka, int budget_ms, bool flush);
+extern void flyt_kafka_know_topics(FlytKafka *kafka);
 extern void flyt_kafka_reap_abandoned(void);
 extern int	flyt_kafka_abandoned_count(void);
 extern void flyt_kafka_drain_wake_fd(FlytKafka *kafka);

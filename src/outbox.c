@@ -73,6 +73,31 @@ flyt_topic_name(const char *event_name)
 }
 
 /*
+ * The topics the worker sends the extension's own events to with the
+ * current settings (the error topics follow flyt_instance.error_event_format),
+ * into names[] (at most FLYT_PRODUCED_TOPICS, palloc'd); returns how many.
+ * The flow-headers requests' topic is history-service's, not among them.
+ */
+int
+flyt_produced_topics(char **names)
+{
+	int			n = 0;
+
+	names[n++] = flyt_topic_name(FLYT_EVENT_REGISTERED);
+	names[n++] = flyt_topic_name(FLYT_EVENT_RETRY);
+	names[n++] = flyt_topic_name(FLYT_EVENT_DELETED);
+	if (flyt_error_event_format == FLYT_ERRORS_INSTANCE_ERROR)
+		names[n++] = flyt_topic_name(FLYT_EVENT_INSTANCE_ERROR);
+	else
+	{
+		names[n++] = flyt_topic_name(FLYT_EVENT_REGISTRATION_ERROR);
+		names[n++] = flyt_topic_name(FLYT_EVENT_RETRY_REQUEST_ERROR);
+	}
+	Assert(n <= FLYT_PRODUCED_TOPICS);
+	return n;
+}
+
+/*
  * The reply topic of the flow-headers request-reply:
  * {org}.{ctx}.reply.{application_id}.instance-flow-headers-for-registered-instance
  * (fint-kafka's ReplyTopicNameParameters).

@@ -23,6 +23,9 @@
 #define FLYT_EVENT_RECEIVED "instance-received"
 #define FLYT_EVENT_DISPATCHED "instance-dispatched"
 
+/* At most this many topics from flyt_produced_topics: three and two errors. */
+#define FLYT_PRODUCED_TOPICS 5
+
 /* The flow-headers request-reply with fint-flyt-history-service. */
 #define FLYT_FLOW_HEADERS_RESOURCE "instance-flow-headers-for-registered-instance"
 
@@ -35,6 +38,7 @@ typedef enum FlytErrorOrigin
 
 extern bool flyt_is_error_event(const char *event_name);
 extern char *flyt_topic_name(const char *event_name);
+extern int	flyt_produced_topics(char **names);
 extern char *flyt_reply_topic_name(void);
 extern char *flyt_request_topic_name(void);
 extern const char *flyt_value_type_id(const char *event_name);

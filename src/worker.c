@@ -729,7 +729,10 @@ run_pass(void)
 	if (worker.kafka_open)
 	{
 		if (flyt_admin_outdated(&worker.admin))
+		{
 			flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+			flyt_kafka_know_topics(&worker.kafka);
+		}
 		if (worker.pump.nreports > 0)
 		{
 			begin_step("flyt_instance: recording deliveries");
