@@ -213,6 +213,7 @@ created(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue, rd_kafka_even
 	size_t		count = 0;
 	rd_kafka_AdminOptions_t *options;
 
+	admin->settled = true;
 	for (size_t i = 0; i < n; i++)
 	{
 		const char *name = rd_kafka_topic_result_name(results[i]);
@@ -421,8 +422,14 @@ flyt_admin_serve(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue)
 		rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
 
 		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
 			admin_unavailable(admin, rd_kafka_event_name(ev),
 							  psprintf("%s: %s", rd_kafka_err2name(err), rd_kafka_event_error_string(ev)));
+			/* brokers without the admin API: nobody will provision the topics */
+			if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
+				err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION)
+				admin->settled = true;
+		}
 		else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT)
 			created(admin, rk, queue, ev);
 		else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT)

@@ -23,6 +23,8 @@ typedef struct FlytAdmin
 	int			replication_factor;
 	bool		warned;			/* the admin API failure was reported */
 	TimestampTz retry_at;		/* provision again then (0: no need) */
+	bool		settled;		/* the brokers answered CreateTopics (or have
+								 * no admin API) since the worker last looked */
 } FlytAdmin;
 
 extern void flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);

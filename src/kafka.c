@@ -42,7 +42,7 @@
 #define DEFAULT_LINGER_MS "1"
 
 /* Lines the log callback keeps until the worker reports them. */
-#define LOG_RING 64
+#define LOG_RING 256
 #define LOG_LINE 512
 
 typedef struct LogLine
@@ -262,32 +262,43 @@ forget_topics(FlytKafka *kafka)
 /*
  * Gives the producer a handle of each topic the worker sends the
  * extension's events to (flyt_produced_topics, with the settings as they
- * are now), so that librdkafka looks up their partitions and leaders at its
- * next scan of the topics it knows, within a second.  A topic it first hears
- * of from a message is looked up only at that scan too, with the message
- * waiting: against Apache Kafka the first message to each topic after every
- * connect waited 0.4-1.2 s.  Called when the handles are made, and again
- * when the settings that name the topics change.
+ * are now), so that librdkafka looks up their partitions and leaders
+ * before the first message to them: a topic it first hears of from a
+ * message is looked up only at its next scan of unknown topics (once a
+ * second), with the message waiting; against Apache Kafka the first
+ * message to each topic after every connect waited 0.4-1.2 s.  The worker
+ * calls it once the brokers answered the topics' provisioning (a lookup
+ * before that could have a broker with auto.create.topics.enable create
+ * them with its defaults first); nothing changes when the producer has
+ * handles of these topics already.
  */
 void
 flyt_kafka_know_topics(FlytKafka *kafka)
 {
 	char	   *names[FLYT_PRODUCED_TOPICS];
 	int			n;
+	bool		same;
 
-	forget_topics(kafka);
 	if (kafka->producer == NULL)
 		return;
 	n = flyt_produced_topics(names);
-	for (int i = 0; i < n; i++)
+	same = n == kafka->ntopics;
+	for (int i = 0; same && i < n; i++)
+		same = strcmp(rd_kafka_topic_name(kafka->topics[i]), names[i]) == 0;
+	if (!same)
 	{
-		rd_kafka_topic_t *topic = rd_kafka_topic_new(kafka->producer, names[i], NULL);
+		forget_topics(kafka);
+		for (int i = 0; i < n; i++)
+		{
+			rd_kafka_topic_t *topic = rd_kafka_topic_new(kafka->producer, names[i], NULL);
 
-		/* NULL for a name librdkafka refuses: messages to it fail alike */
-		if (topic != NULL)
-			kafka->topics[kafka->ntopics++] = topic;
-		pfree(names[i]);
+			/* NULL for a name librdkafka refuses: messages to it fail alike */
+			if (topic != NULL)
+				kafka->topics[kafka->ntopics++] = topic;
+		}
 	}
+	for (int i = 0; i < n; i++)
+		pfree(names[i]);
 }
 
 /*
@@ -348,7 +359,6 @@ flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks, void *opa
 	rd_kafka_queue_io_event_enable(kafka->producer_queue, kafka->wake_write_fd, "p", 1);
 	kafka->admin_queue = rd_kafka_queue_new(kafka->producer);
 	rd_kafka_queue_io_event_enable(kafka->admin_queue, kafka->wake_write_fd, "a", 1);
-	flyt_kafka_know_topics(kafka);
 
 	/*
 	 * Consumer: the database holds the offsets (flyt.consumer_offset), so

@@ -485,6 +485,11 @@ serve_kafka(void)
 	flyt_kafka_drain_wake_fd(&worker.kafka);
 	(void) rd_kafka_poll(worker.kafka.producer, 0);
 	flyt_admin_serve(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
+	if (worker.admin.settled)
+	{
+		worker.admin.settled = false;
+		flyt_kafka_know_topics(&worker.kafka);
+	}
 	switch (flyt_probe_result(&worker.probe))
 	{
 		case 1:
@@ -729,10 +734,7 @@ run_pass(void)
 	if (worker.kafka_open)
 	{
 		if (flyt_admin_outdated(&worker.admin))
-		{
 			flyt_admin_provision(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
-			flyt_kafka_know_topics(&worker.kafka);
-		}
 		if (worker.pump.nreports > 0)
 		{
 			begin_step("flyt_instance: recording deliveries");
