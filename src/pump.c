@@ -620,9 +620,12 @@ row_in_flight(int64 id, void *arg)
  * (synchronous_commit = off, as the worker's own delivery and cleanup steps
  * do) is visible before it is durable, and a crash would lose it after
  * Kafka got its message: the commit log keeps the commit record's position
- * of such transactions (a group of them shares the highest), and the WAL is
- * flushed up to it here.  Rows of synchronous commits cost no flush, so a
- * retry's message does not make the pump wait for the disk a second time.
+ * of such transactions, and the WAL is flushed up to it here.  That
+ * position is kept per group of 32 transaction ids, the highest of the
+ * group's asynchronous commits: a synchronously committed row whose group
+ * holds a later asynchronous commit (the worker's own recording of
+ * deliveries, typically) makes the pump flush that too, a second flush per
+ * retry at one client (bench/RESULTS.md, sixth session).
  * The standbys are not waited for: while they lag, nothing is sent and
  * the caller tries again shortly; they are asked once per scan
  * (*standbys_ok), about everything written so far.
