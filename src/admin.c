@@ -196,15 +196,34 @@ flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue)
 												wanted_value(&wanted[i], k));
 	}
 	options = admin_options(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+	/* its answer tells the producer its topics only when it is the latest */
+	rd_kafka_AdminOptions_set_opaque(options, (void *) (intptr_t) ++admin->asked);
 	rd_kafka_CreateTopics(rk, topics, n, options, queue);
 	rd_kafka_AdminOptions_destroy(options);
 	rd_kafka_NewTopic_destroy_array(topics, n);
 	free_topics(wanted, n);
 }
 
-/* Reports each topic's creation; asks for the configuration of those that exist. */
+/* Is name one of the n names? */
+static bool
+among(const char *name, char **names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Reports each topic's creation; asks for the configuration of those that
+ * exist.  When this answers the latest request, gives the producer the
+ * topics it sends to that were created or found, or that the worker may
+ * not create (flyt_kafka_know_topics); not one whose creation failed
+ * otherwise, nor any before the answer: librdkafka's lookup of a topic
+ * may create it with the brokers' defaults.
+ */
 static void
-created(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue, rd_kafka_event_t *ev)
+created(FlytAdmin *admin, FlytKafka *kafka, rd_kafka_event_t *ev)
 {
 	size_t		n;
 	const rd_kafka_topic_result_t **results =
@@ -212,13 +231,25 @@ created(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue, rd_kafka_even
 	rd_kafka_ConfigResource_t *resources[MAX_TOPICS];
 	size_t		count = 0;
 	rd_kafka_AdminOptions_t *options;
+	bool		latest = (intptr_t) rd_kafka_event_opaque(ev) == admin->asked;
+	char	   *produced[FLYT_PRODUCED_TOPICS];
+	int			nproduced = latest ? flyt_produced_topics(produced) : 0;
+	const char *ready[FLYT_PRODUCED_TOPICS];
+	int			nready = 0;
 
-	admin->settled = true;
 	for (size_t i = 0; i < n; i++)
 	{
 		const char *name = rd_kafka_topic_result_name(results[i]);
 		rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
 
+		/*
+		 * Created or there; or not ours to create, when a lookup may not
+		 * create it either (the brokers ask the same permission).
+		 */
+		if ((err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ||
+			 err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) &&
+			nready < FLYT_PRODUCED_TOPICS && among(name, produced, nproduced))
+			ready[nready++] = name;
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			ereport(LOG,
 					(errmsg("flyt_instance: created topic %s", name),
@@ -239,10 +270,14 @@ created(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue, rd_kafka_even
 					 errhint("flyt_instance.topic_replication_factor is %d; it must not exceed the number of brokers.",
 							 admin->replication_factor) : 0));
 	}
+	if (latest)
+		flyt_kafka_know_topics(kafka, ready, nready);
+	for (int i = 0; i < nproduced; i++)
+		pfree(produced[i]);
 	if (count == 0)
 		return;
-	options = admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-	rd_kafka_DescribeConfigs(rk, resources, count, options, queue);
+	options = admin_options(kafka->producer, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+	rd_kafka_DescribeConfigs(kafka->producer, resources, count, options, kafka->admin_queue);
 	rd_kafka_AdminOptions_destroy(options);
 	rd_kafka_ConfigResource_destroy_array(resources, count);
 }
@@ -413,8 +448,10 @@ altered(rd_kafka_event_t *ev)
 
 /* Handles the admin results that arrived; never waits. */
 void
-flyt_admin_serve(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue)
+flyt_admin_serve(FlytAdmin *admin, FlytKafka *kafka)
 {
+	rd_kafka_t *rk = kafka->producer;
+	rd_kafka_queue_t *queue = kafka->admin_queue;
 	rd_kafka_event_t *ev;
 
 	while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL)
@@ -422,16 +459,10 @@ flyt_admin_serve(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue)
 		rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
 
 		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		{
 			admin_unavailable(admin, rd_kafka_event_name(ev),
 							  psprintf("%s: %s", rd_kafka_err2name(err), rd_kafka_event_error_string(ev)));
-			/* brokers without the admin API: nobody will provision the topics */
-			if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
-				err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION)
-				admin->settled = true;
-		}
 		else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT)
-			created(admin, rk, queue, ev);
+			created(admin, kafka, ev);
 		else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT)
 			described(rk, queue, ev);
 		else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ALTERCONFIGS_RESULT)

@@ -15,6 +15,8 @@
 
 #include "datatype/timestamp.h"
 
+#include "kafka.h"
+
 typedef struct FlytAdmin
 {
 	/* the settings the last provisioning was made with */
@@ -23,12 +25,11 @@ typedef struct FlytAdmin
 	int			replication_factor;
 	bool		warned;			/* the admin API failure was reported */
 	TimestampTz retry_at;		/* provision again then (0: no need) */
-	bool		settled;		/* the brokers answered CreateTopics (or have
-								 * no admin API) since the worker last looked */
+	int64		asked;			/* number of the last CreateTopics sent */
 } FlytAdmin;
 
 extern void flyt_admin_provision(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);
 extern bool flyt_admin_outdated(const FlytAdmin *admin);
-extern void flyt_admin_serve(FlytAdmin *admin, rd_kafka_t *rk, rd_kafka_queue_t *queue);
+extern void flyt_admin_serve(FlytAdmin *admin, FlytKafka *kafka);
 
 #endif							/* FLYT_ADMIN_H */

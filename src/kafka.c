@@ -260,45 +260,40 @@ forget_topics(FlytKafka *kafka)
 }
 
 /*
- * Gives the producer a handle of each topic the worker sends the
- * extension's events to (flyt_produced_topics, with the settings as they
- * are now), so that librdkafka looks up their partitions and leaders
- * before the first message to them: a topic it first hears of from a
- * message is looked up only at its next scan of unknown topics (once a
- * second), with the message waiting; against Apache Kafka the first
- * message to each topic after every connect waited 0.4-1.2 s.  The worker
- * calls it once the brokers answered the topics' provisioning (a lookup
- * before that could have a broker with auto.create.topics.enable create
- * them with its defaults first); nothing changes when the producer has
- * handles of these topics already.
+ * Gives the producer a handle of each of the n topics, and of no other, so
+ * that librdkafka looks up their partitions and leaders right away and
+ * keeps them: a topic it first hears of from a message is looked up only at
+ * its next scan of unknown topics (once a second), with the message
+ * waiting; against Apache Kafka the first message to each topic after
+ * every connect waited 0.4-1.2 s.  The admin calls it with the topics the
+ * worker sends to that the brokers' answer to their creation says exist
+ * (admin.c: a lookup of a topic that does not may create it with the
+ * brokers' defaults).  Messages sent before that answer (a backlog at
+ * connect) still wait for the scan.  Nothing changes when the producer has
+ * handles of just these topics already.
  */
 void
-flyt_kafka_know_topics(FlytKafka *kafka)
+flyt_kafka_know_topics(FlytKafka *kafka, const char *const *names, int n)
 {
-	char	   *names[FLYT_PRODUCED_TOPICS];
-	int			n;
 	bool		same;
 
+	Assert(n <= FLYT_PRODUCED_TOPICS);
 	if (kafka->producer == NULL)
 		return;
-	n = flyt_produced_topics(names);
 	same = n == kafka->ntopics;
 	for (int i = 0; same && i < n; i++)
 		same = strcmp(rd_kafka_topic_name(kafka->topics[i]), names[i]) == 0;
-	if (!same)
+	if (same)
+		return;
+	forget_topics(kafka);
+	for (int i = 0; i < n && i < FLYT_PRODUCED_TOPICS; i++)
 	{
-		forget_topics(kafka);
-		for (int i = 0; i < n; i++)
-		{
-			rd_kafka_topic_t *topic = rd_kafka_topic_new(kafka->producer, names[i], NULL);
+		rd_kafka_topic_t *topic = rd_kafka_topic_new(kafka->producer, names[i], NULL);
 
-			/* NULL for a name librdkafka refuses: messages to it fail alike */
-			if (topic != NULL)
-				kafka->topics[kafka->ntopics++] = topic;
-		}
+		/* NULL for a name librdkafka refuses: messages to it fail alike */
+		if (topic != NULL)
+			kafka->topics[kafka->ntopics++] = topic;
 	}
-	for (int i = 0; i < n; i++)
-		pfree(names[i]);
 }
 
 /*

@@ -43,7 +43,7 @@ extern char *flyt_kafka_settings_signature(void);
 extern bool flyt_kafka_open(FlytKafka *kafka, const FlytKafkaCallbacks *callbacks,
 							void *opaque);
 extern void flyt_kafka_close(FlytKafka *kafka, int budget_ms, bool flush);
-extern void flyt_kafka_know_topics(FlytKafka *kafka);
+extern void flyt_kafka_know_topics(FlytKafka *kafka, const char *const *names, int n);
 extern void flyt_kafka_reap_abandoned(void);
 extern int	flyt_kafka_abandoned_count(void);
 extern void flyt_kafka_drain_wake_fd(FlytKafka *kafka);

@@ -484,12 +484,7 @@ serve_kafka(void)
 {
 	flyt_kafka_drain_wake_fd(&worker.kafka);
 	(void) rd_kafka_poll(worker.kafka.producer, 0);
-	flyt_admin_serve(&worker.admin, worker.kafka.producer, worker.kafka.admin_queue);
-	if (worker.admin.settled)
-	{
-		worker.admin.settled = false;
-		flyt_kafka_know_topics(&worker.kafka);
-	}
+	flyt_admin_serve(&worker.admin, &worker.kafka);
 	switch (flyt_probe_result(&worker.probe))
 	{
 		case 1:

@@ -7,14 +7,15 @@
 # librdkafka looks up a topic it first hears of from a message only at its
 # next scan of the topics it knows (once a second), and the message waits
 # for that: against Apache Kafka the first message to each topic after
-# every connect took 0.4-1.2 s to be delivered (bench/RESULTS.md).  Once
-# the brokers have answered the topics' provisioning, the worker gives its
-# producer a handle of each topic it sends to, and again when
-# flyt_instance.error_event_format changes which error topics those are;
-# not before, since on brokers with auto.create.topics.enable the lookup
-# would create them with the brokers' defaults first.  Against a real
-# Kafka with no topics, librdkafka's own debug lines (kafka_config
-# debug=topic, at DEBUG1 in the server log) show:
+# every connect took 0.4-1.2 s to be delivered (bench/RESULTS.md).  When
+# the brokers answer the latest request to create the topics, the worker
+# gives its producer a handle of each topic it sends to that the answer
+# says exists, and again after a reload changes which error topics those
+# are; not before, since on brokers with auto.create.topics.enable the
+# lookup would create them with the brokers' defaults first.  Against a
+# real Kafka with no topics and auto.create.topics.enable on, librdkafka's
+# own debug lines (kafka_config debug=topic, at DEBUG1 in the server log)
+# show:
 #
 #   - with nothing queued and nothing sent, the producer learns that each
 #     of instance-registered, -requested-for-retry, -deleted and the two
@@ -38,7 +39,7 @@ set -euo pipefail
 
 it_setup 300
 
-kafka_start
+kafka_start auto.create.topics.enable=true
 worker_cluster_start -c "flyt_instance.kafka_config = '$KAFKA_CONFIG;debug=topic'" \
 	-c "log_min_messages = debug1"
 require_worker
