@@ -624,8 +624,8 @@ row_in_flight(int64 id, void *arg)
  * position is kept per group of 32 transaction ids, the highest of the
  * group's asynchronous commits: a synchronously committed row whose group
  * holds a later asynchronous commit (the worker's own recording of
- * deliveries, typically) makes the pump flush that too, a second flush per
- * retry at one client (bench/RESULTS.md, sixth session).
+ * deliveries, typically) makes the pump flush that too: at one client,
+ * often a second flush per retry (bench/RESULTS.md, sixth session).
  * The standbys are not waited for: while they lag, nothing is sent and
  * the caller tries again shortly; they are asked once per scan
  * (*standbys_ok), about everything written so far.
