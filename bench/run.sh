@@ -400,12 +400,13 @@ for c in 1 8; do
 	pgbench_run "$LC_WORK/rf$c.out" -f "$LC_WORK/retry_floor.sql" -c "$c" -j "$j" -T "$RETRY_SECS"
 	drain 300
 	cpu0=$(cpu_seconds "$wpid")
+	flushes0=$(metric flyt_instance_pump_wal_flushes_total)
 	perf_begin "retry_${c}c"
 	pgbench_run "$LC_WORK/r$c.out" -f "$LC_WORK/retry.sql" -c "$c" -j "$j" -T "$RETRY_SECS"
 	perf_end
 	ours=$(tps_of "$LC_WORK/r$c.out")
 	floor=$(tps_of "$LC_WORK/rf$c.out")
-	say "retry ${c}c: latency avg $(lat_of "$LC_WORK/r$c.out") ms (floor $(lat_of "$LC_WORK/rf$c.out") ms); backlog after: $(sql 'SELECT count(*) FROM flyt.outbox'); the worker sent the retries with $(calc "($(cpu_seconds "$wpid") - $cpu0) * 1000000 / ($ours * $RETRY_SECS)") us of CPU each"
+	say "retry ${c}c: latency avg $(lat_of "$LC_WORK/r$c.out") ms (floor $(lat_of "$LC_WORK/rf$c.out") ms); backlog after: $(sql 'SELECT count(*) FROM flyt.outbox'); the worker sent the retries with $(calc "($(cpu_seconds "$wpid") - $cpu0) * 1000000 / ($ours * $RETRY_SECS)") us of CPU each and $(($(metric flyt_instance_pump_wal_flushes_total) - flushes0)) WAL flushes of its own"
 	fig "retry_${c}c" "$(calc "round($ours)")" tps "$(calc "round($floor)")" "$(calc "$ours / $floor")"
 	drain 300
 done

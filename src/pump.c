@@ -611,24 +611,31 @@ row_in_flight(int64 id, void *arg)
 		idhash_lookup(pump->inflight, id) != NULL;
 }
 
+/* Flushes the WAL up to lsn, counting the flushes the pump had to make. */
+static void
+pump_flush(XLogRecPtr lsn)
+{
+	if (lsn > GetFlushRecPtr(NULL))
+		pg_atomic_add_fetch_u64(&flyt_shared->pump_wal_flushes, 1);
+	XLogFlush(lsn);				/* nothing to do when it is flushed already */
+}
+
 /*
  * Is an outbox row durable: written by a transaction whose commit record
  * is flushed here and, when the server waits for synchronous standbys,
- * confirmed by them too?  A transaction that committed with
- * synchronous_commit on is visible only once that holds (it waited before
- * it showed as committed).  One that committed without waiting
- * (synchronous_commit = off, as the worker's own delivery and cleanup steps
- * do) is visible before it is durable, and a crash would lose it after
- * Kafka got its message: the commit log keeps the commit record's position
- * of such transactions, and the WAL is flushed up to it here.  That
- * position is kept per group of 32 transaction ids, the highest of the
- * group's asynchronous commits: a synchronously committed row whose group
- * holds a later asynchronous commit (the worker's own recording of
- * deliveries, typically) makes the pump flush that too: at one client,
- * often a second flush per retry (bench/RESULTS.md, sixth session).
- * The standbys are not waited for: while they lag, nothing is sent and
- * the caller tries again shortly; they are asked once per scan
- * (*standbys_ok), about everything written so far.
+ * confirmed by them too?  A transaction that queued it through the
+ * extension and committed synchronously flushed its commit record before
+ * it became visible (flyt_committed_durably).  Any other (committed with
+ * synchronous_commit = off, as the worker's own delivery and cleanup steps
+ * do; prepared; written by hand) may be visible before it is durable, and a
+ * crash would lose it after Kafka got its message: the commit log keeps the
+ * commit record's position of such transactions, and the WAL is flushed up
+ * to it here.  That position is kept per group of 32 transaction ids, the
+ * highest of the group's asynchronous commits, so this flush may also cover
+ * later transactions (bench/RESULTS.md, sixth and seventh sessions).  The
+ * standbys are not waited for: while they lag, nothing is sent and the
+ * caller tries again shortly; they are asked once per scan (*standbys_ok),
+ * about everything written so far.
  */
 static bool
 row_durable(TransactionId xmin, bool *standbys_ok)
@@ -636,7 +643,7 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	bool		confirmed;
 
-	if (TransactionIdIsNormal(xmin))
+	if (TransactionIdIsNormal(xmin) && !flyt_committed_durably(xmin))
 	{
 		/* as pg_xact_status: older ones may have left the commit log, durable long since */
 		LWLockAcquire(XactTruncationLock, LW_SHARED);
@@ -645,7 +652,7 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 		LWLockRelease(XactTruncationLock);
 	}
 	if (!XLogRecPtrIsInvalid(lsn))
-		XLogFlush(lsn);			/* nothing to do when it is flushed already */
+		pump_flush(lsn);
 
 	if (*standbys_ok || !SyncRepRequested())
 		return true;
@@ -669,7 +676,7 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 		lsn -= SizeOfXLogLongPHD;
 	else if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD)
 		lsn -= SizeOfXLogShortPHD;
-	XLogFlush(lsn);
+	pump_flush(lsn);
 	LWLockAcquire(SyncRepLock, LW_SHARED);
 	/* what a commit waits for, at most a flush (that is durable there) */
 	confirmed = WalSndCtl->lsn[synchronous_commit == SYNCHRONOUS_COMMIT_REMOTE_WRITE ?

@@ -10,12 +10,15 @@
  * Backends also use this file to wake the worker: a transaction that queued
  * outbox rows sets the worker's latch when it commits (never before, so the
  * worker finds the rows), and adds what it counted to the shared counters
- * only then.
+ * only then.  When it commits synchronously it also notes its transaction
+ * ids for the pump, which then need not flush the WAL for its rows
+ * (flyt_committed_durably).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -34,6 +37,9 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #define FLYT_COUNTERS 3
 static int64 pending[FLYT_COUNTERS];
 static bool pending_wake = false;
+
+/* At most this many subtransactions' ids are noted (note_durable_commit). */
+#define MAX_NOTED_CHILDREN (FLYT_DURABLE_SLOTS / 16)
 
 /* Counts as they were when each open subtransaction started. */
 typedef struct SubCounts
@@ -75,16 +81,112 @@ flyt_shmem_startup(void)
 		pg_atomic_init_u64(&flyt_shared->dead_lettered, 0);
 		pg_atomic_init_u64(&flyt_shared->flow_requests_sent, 0);
 		pg_atomic_init_u64(&flyt_shared->flow_replies, 0);
+		pg_atomic_init_u64(&flyt_shared->pump_wal_flushes, 0);
+		for (int i = 0; i < FLYT_DURABLE_SLOTS; i++)
+			pg_atomic_init_u64(&flyt_shared->durable_xids[i],
+							   U64FromFullTransactionId(InvalidFullTransactionId));
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Publishes what the transaction counted and wakes the worker, at commit. */
+/*
+ * The full id of a transaction id that is not in the future: of the epoch
+ * of the next one to be assigned, or of the one before.  Invalid for the
+ * special ids.
+ */
+static FullTransactionId
+full_xid(FullTransactionId next, TransactionId xid)
+{
+	uint32		epoch = EpochFromFullTransactionId(next);
+
+	if (!TransactionIdIsNormal(xid))
+		return InvalidFullTransactionId;
+	if (xid >= XidFromFullTransactionId(next))
+	{
+		if (epoch == 0)
+			return InvalidFullTransactionId;
+		epoch--;
+	}
+	return FullTransactionIdFromEpochAndXid(epoch, xid);
+}
+
+/*
+ * Notes one transaction id.  No barrier is needed: the commit that follows
+ * takes ProcArrayLock, as does the snapshot in which the pump sees it
+ * committed.
+ */
+static void
+note_durable(FullTransactionId fxid)
+{
+	if (FullTransactionIdIsValid(fxid))
+		pg_atomic_write_u64(&flyt_shared->durable_xids[U64FromFullTransactionId(fxid) % FLYT_DURABLE_SLOTS],
+							U64FromFullTransactionId(fxid));
+}
+
+/*
+ * Called before the commit of a transaction that queued outbox rows.  When
+ * it is to commit synchronously, makes that certain (ForceSyncCommit: a
+ * later change of synchronous_commit, by another extension's callback say,
+ * cannot undo it) and notes its id and those of its subtransactions for the
+ * pump: its commit record is flushed before it shows as committed.  A
+ * transaction with many subtransactions notes only its own id (the pump
+ * flushes for their rows, as for any it does not know) rather than push
+ * other transactions' ids out.
+ */
+static void
+note_durable_commit(void)
+{
+	TransactionId *children;
+	int			nchildren;
+	FullTransactionId next;
+
+	if (synchronous_commit <= SYNCHRONOUS_COMMIT_OFF ||
+		!FullTransactionIdIsValid(GetTopFullTransactionIdIfAny()))
+		return;
+	ForceSyncCommit();
+	note_durable(GetTopFullTransactionIdIfAny());
+	nchildren = xactGetCommittedChildren(&children);
+	if (nchildren == 0 || nchildren > MAX_NOTED_CHILDREN)
+		return;
+	next = ReadNextFullTransactionId();
+	for (int i = 0; i < nchildren; i++)
+		note_durable(full_xid(next, children[i]));
+}
+
+/*
+ * Did the transaction (or subtransaction) with this id, committed and
+ * visible, flush its commit record before it became visible?  True only for
+ * what note_durable_commit noted; false for everything else (committed
+ * without waiting, prepared, written by hand, noted over since, or without
+ * the shared memory), which may or may not be durable.
+ */
+bool
+flyt_committed_durably(TransactionId xid)
+{
+	FullTransactionId fxid;
+
+	if (flyt_shared == NULL)
+		return false;
+	fxid = full_xid(ReadNextFullTransactionId(), xid);
+	return FullTransactionIdIsValid(fxid) &&
+		pg_atomic_read_u64(&flyt_shared->durable_xids[U64FromFullTransactionId(fxid) % FLYT_DURABLE_SLOTS]) ==
+		U64FromFullTransactionId(fxid);
+}
+
+/*
+ * Publishes what the transaction counted and wakes the worker, at commit;
+ * notes a synchronous commit before it (note_durable_commit).
+ */
 static void
 flyt_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* before the commit record: the worker may see the rows at once after it */
+			if (pending_wake && flyt_shared != NULL)
+				note_durable_commit();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (flyt_shared != NULL)

@@ -40,6 +40,7 @@ typedef enum FlytCircuitState
 #define FLYT_MAX_PARTITIONS 64
 #define FLYT_TOPIC_LEN 256
 #define FLYT_LATENCY_SAMPLES 1024
+#define FLYT_DURABLE_SLOTS 4096
 
 typedef struct FlytCircuitEvent
 {
@@ -128,6 +129,15 @@ typedef struct FlytShared
 	pg_atomic_uint64 produced;
 	pg_atomic_uint64 consumed;
 	pg_atomic_uint64 dead_lettered;
+	pg_atomic_uint64 pump_wal_flushes;	/* WAL flushes the pump had to make */
+
+	/*
+	 * Transactions that queued outbox rows and flushed their commit record
+	 * before they became visible (flyt_committed_durably): full transaction
+	 * ids, each in the slot of its value modulo FLYT_DURABLE_SLOTS, the
+	 * latest overwriting.
+	 */
+	pg_atomic_uint64 durable_xids[FLYT_DURABLE_SLOTS];
 
 	/* produce latency: commit of the change -> acknowledgement */
 	uint64		latency_count;
@@ -149,6 +159,7 @@ typedef enum FlytCounter
 extern void flyt_shared_init(void);
 extern void flyt_count(FlytCounter counter, int64 n);
 extern void flyt_wake_worker_at_commit(void);
+extern bool flyt_committed_durably(TransactionId xid);
 extern const char *flyt_worker_state_name(FlytWorkerState state);
 extern const char *flyt_circuit_state_name(FlytCircuitState state);
 
