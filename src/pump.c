@@ -71,6 +71,8 @@
 
 /* Wait before scanning again while synchronous standbys lag behind. */
 #define STANDBY_WAIT_MS 20
+/* A row whose transaction's backend has yet to say how its commit ended. */
+#define COMMIT_ENDING_WAIT_MS 1
 
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
@@ -611,7 +613,10 @@ row_in_flight(int64 id, void *arg)
 		idhash_lookup(pump->inflight, id) != NULL;
 }
 
-/* Flushes the WAL up to lsn, counting the flushes the pump had to make. */
+/*
+ * Flushes the WAL up to lsn, counting the times the pump found it not
+ * flushed that far (it flushed, or waited for another process's flush).
+ */
 static void
 pump_flush(XLogRecPtr lsn)
 {
@@ -620,48 +625,65 @@ pump_flush(XLogRecPtr lsn)
 	XLogFlush(lsn);				/* nothing to do when it is flushed already */
 }
 
+typedef enum RowDurability
+{
+	ROW_DURABLE,
+	ROW_COMMIT_ENDING,			/* ask again once its backend has said */
+	ROW_STANDBYS_LAG			/* ask again shortly */
+} RowDurability;
+
 /*
  * Is an outbox row durable: written by a transaction whose commit record
  * is flushed here and, when the server waits for synchronous standbys,
  * confirmed by them too?  A transaction that queued it through the
- * extension and committed synchronously flushed its commit record before
- * it became visible (flyt_committed_durably).  Any other (committed with
- * synchronous_commit = off, as the worker's own delivery and cleanup steps
- * do; prepared; written by hand) may be visible before it is durable, and a
- * crash would lose it after Kafka got its message: the commit log keeps the
- * commit record's position of such transactions, and the WAL is flushed up
- * to it here.  That position is kept per group of 32 transaction ids, the
- * highest of the group's asynchronous commits, so this flush may also cover
- * later transactions (bench/RESULTS.md, sixth and seventh sessions).  The
- * standbys are not waited for: while they lag, nothing is sent and the
- * caller tries again shortly; they are asked once per scan (*standbys_ok),
- * about everything written so far.
+ * extension and committed with synchronous_commit other than off says so
+ * (flyt_commit_note, in shared.c): its commit record was flushed before it
+ * became visible.  For a moment after it became visible it has not said
+ * yet: the row waits for the word, which comes with a wake-up.  Any other
+ * transaction (committed with synchronous_commit = off, as the worker's own
+ * delivery and cleanup steps do; prepared; written by hand) may be visible
+ * before it is durable, and a crash would lose it after Kafka got its
+ * message: the commit log keeps the commit record's position of the
+ * asynchronous ones, and the WAL is flushed up to it here.  That position
+ * is kept per group of 32 transaction ids, the highest of the group's
+ * asynchronous commits, so the flush may also cover later transactions
+ * (bench/RESULTS.md, sixth and seventh sessions).  next lies above the id
+ * of every row the scan can see.  The standbys are not waited for: while
+ * they lag, nothing is sent and the caller tries again shortly; they are
+ * asked once per scan (*standbys_ok), about everything written so far.
  */
-static bool
-row_durable(TransactionId xmin, bool *standbys_ok)
+static RowDurability
+row_durable(TransactionId xmin, FullTransactionId next, bool *standbys_ok)
 {
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	bool		confirmed;
 
-	if (TransactionIdIsNormal(xmin) && !flyt_committed_durably(xmin))
+	if (TransactionIdIsNormal(xmin))
 	{
-		/* as pg_xact_status: older ones may have left the commit log, durable long since */
-		LWLockAcquire(XactTruncationLock, LW_SHARED);
-		if (!TransactionIdPrecedes(xmin, ShmemVariableCache->oldestClogXid))
-			(void) TransactionIdGetStatus(xmin, &lsn);
-		LWLockRelease(XactTruncationLock);
+		FlytCommitNote note = flyt_commit_note(xmin, next);
+
+		if (note == FLYT_COMMIT_ENDING)
+			return ROW_COMMIT_ENDING;
+		if (note == FLYT_COMMIT_UNKNOWN)
+		{
+			/* as pg_xact_status: older ones may have left the commit log, durable long since */
+			LWLockAcquire(XactTruncationLock, LW_SHARED);
+			if (!TransactionIdPrecedes(xmin, ShmemVariableCache->oldestClogXid))
+				(void) TransactionIdGetStatus(xmin, &lsn);
+			LWLockRelease(XactTruncationLock);
+		}
 	}
 	if (!XLogRecPtrIsInvalid(lsn))
 		pump_flush(lsn);
 
 	if (*standbys_ok || !SyncRepRequested())
-		return true;
+		return ROW_DURABLE;
 	LWLockAcquire(SyncRepLock, LW_SHARED);
 	if (!(WalSndCtl->sync_standbys_status & SYNC_STANDBY_DEFINED))
 	{
 		LWLockRelease(SyncRepLock);
 		*standbys_ok = true;
-		return true;
+		return ROW_DURABLE;
 	}
 	LWLockRelease(SyncRepLock);
 
@@ -683,7 +705,7 @@ row_durable(TransactionId xmin, bool *standbys_ok)
 							   SYNC_REP_WAIT_WRITE : SYNC_REP_WAIT_FLUSH] >= lsn;
 	LWLockRelease(SyncRepLock);
 	*standbys_ok = confirmed;
-	return confirmed;
+	return confirmed ? ROW_DURABLE : ROW_STANDBYS_LAG;
 }
 
 /*
@@ -770,6 +792,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	int			sent = 0;
 	bool		standbys_ok = false;
 	TransactionId durable_xmin = InvalidTransactionId;
+	FullTransactionId next_xid;
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
 	pump->last_scan_at = now;
@@ -801,6 +824,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		note_running_transactions(pump);
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
+	next_xid = ReadNextFullTransactionId();	/* above every id the snapshot sees */
 
 	/*
 	 * One pass over the primary key from scan_from on, rows in flight
@@ -844,10 +868,18 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		/* rows of one transaction come together: each is looked up once */
 		if (row.xmin != durable_xmin)
 		{
-			if (!row_durable(row.xmin, &standbys_ok))
+			RowDurability durability = row_durable(row.xmin, next_xid, &standbys_ok);
+
+			if (durability != ROW_DURABLE)
 			{
-				/* the synchronous standbys lag: look again shortly */
-				pump->next_retry_at = TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS);
+				/*
+				 * The synchronous standbys lag: look again shortly.  Its
+				 * commit is ending: its backend wakes the worker when it
+				 * has said how; looking again soon covers a missed wake-up.
+				 */
+				pump->next_retry_at =
+					TimestampTzPlusMilliseconds(now, durability == ROW_STANDBYS_LAG ?
+												STANDBY_WAIT_MS : COMMIT_ENDING_WAIT_MS);
 				first_left = Min(first_left, row.id);
 				break;
 			}

@@ -12,7 +12,7 @@
  * worker finds the rows), and adds what it counted to the shared counters
  * only then.  When it commits synchronously it also notes its transaction
  * ids for the pump, which then need not flush the WAL for its rows
- * (flyt_committed_durably).
+ * (flyt_commit_note).
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +20,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/ipc.h"
@@ -38,8 +39,10 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static int64 pending[FLYT_COUNTERS];
 static bool pending_wake = false;
 
-/* At most this many subtransactions' ids are noted (note_durable_commit). */
+/* The ids of this backend's committing transaction (note_commit_start). */
 #define MAX_NOTED_CHILDREN (FLYT_DURABLE_SLOTS / 16)
+static FullTransactionId noted[1 + MAX_NOTED_CHILDREN];
+static int	nnoted = 0;
 
 /* Counts as they were when each open subtransaction started. */
 typedef struct SubCounts
@@ -83,8 +86,7 @@ flyt_shmem_startup(void)
 		pg_atomic_init_u64(&flyt_shared->flow_replies, 0);
 		pg_atomic_init_u64(&flyt_shared->pump_wal_flushes, 0);
 		for (int i = 0; i < FLYT_DURABLE_SLOTS; i++)
-			pg_atomic_init_u64(&flyt_shared->durable_xids[i],
-							   U64FromFullTransactionId(InvalidFullTransactionId));
+			pg_atomic_init_u64(&flyt_shared->durable_xids[i], 0);	/* no id */
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -110,72 +112,111 @@ full_xid(FullTransactionId next, TransactionId xid)
 	return FullTransactionIdFromEpochAndXid(epoch, xid);
 }
 
-/*
- * Notes one transaction id.  No barrier is needed: the commit that follows
- * takes ProcArrayLock, as does the snapshot in which the pump sees it
- * committed.
- */
-static void
-note_durable(FullTransactionId fxid)
+/* A slot's value: the full transaction id and whether its commit is flushed. */
+static inline uint64
+note_value(FullTransactionId fxid, bool flushed)
 {
-	if (FullTransactionIdIsValid(fxid))
-		pg_atomic_write_u64(&flyt_shared->durable_xids[U64FromFullTransactionId(fxid) % FLYT_DURABLE_SLOTS],
-							U64FromFullTransactionId(fxid));
+	return (U64FromFullTransactionId(fxid) << 1) | (flushed ? 1 : 0);
+}
+
+static inline pg_atomic_uint64 *
+note_slot(FullTransactionId fxid)
+{
+	return &flyt_shared->durable_xids[U64FromFullTransactionId(fxid) % FLYT_DURABLE_SLOTS];
 }
 
 /*
  * Called before the commit of a transaction that queued outbox rows.  When
- * it is to commit synchronously, makes that certain (ForceSyncCommit: a
- * later change of synchronous_commit, by another extension's callback say,
- * cannot undo it) and notes its id and those of its subtransactions for the
- * pump: its commit record is flushed before it shows as committed.  A
- * transaction with many subtransactions notes only its own id (the pump
- * flushes for their rows, as for any it does not know) rather than push
- * other transactions' ids out.
+ * it is to commit synchronously, notes its id and those of its
+ * subtransactions as committing; note_commit_end says at commit whether the
+ * commit record was flushed.  A transaction with many subtransactions notes
+ * only its own id (the pump flushes for their rows, as for any it does not
+ * know) rather than push other transactions' ids out.
  */
 static void
-note_durable_commit(void)
+note_commit_start(void)
 {
+	FullTransactionId top = GetTopFullTransactionIdIfAny();
 	TransactionId *children;
 	int			nchildren;
-	FullTransactionId next;
 
-	if (synchronous_commit <= SYNCHRONOUS_COMMIT_OFF ||
-		!FullTransactionIdIsValid(GetTopFullTransactionIdIfAny()))
+	nnoted = 0;
+	if (synchronous_commit <= SYNCHRONOUS_COMMIT_OFF || !FullTransactionIdIsValid(top))
 		return;
-	ForceSyncCommit();
-	note_durable(GetTopFullTransactionIdIfAny());
+	noted[nnoted++] = top;
 	nchildren = xactGetCommittedChildren(&children);
-	if (nchildren == 0 || nchildren > MAX_NOTED_CHILDREN)
-		return;
-	next = ReadNextFullTransactionId();
-	for (int i = 0; i < nchildren; i++)
-		note_durable(full_xid(next, children[i]));
+	if (nchildren <= MAX_NOTED_CHILDREN)
+	{
+		FullTransactionId next = ReadNextFullTransactionId();
+
+		for (int i = 0; i < nchildren; i++)
+		{
+			FullTransactionId child = full_xid(next, children[i]);
+
+			if (FullTransactionIdIsValid(child))
+				noted[nnoted++] = child;
+		}
+	}
+	for (int i = 0; i < nnoted; i++)
+		pg_atomic_write_u64(note_slot(noted[i]), note_value(noted[i], false));
+	/* seen before the commit record, which the pump sees before the rows */
+	pg_write_barrier();
 }
 
 /*
- * Did the transaction (or subtransaction) with this id, committed and
- * visible, flush its commit record before it became visible?  True only for
- * what note_durable_commit noted; false for everything else (committed
- * without waiting, prepared, written by hand, noted over since, or without
- * the shared memory), which may or may not be durable.
+ * Called when the transaction noted by note_commit_start has committed (it
+ * shows as committed already) or aborted: its ids become flushed when its
+ * commit record was, and are let go otherwise; a slot another transaction
+ * has taken over meanwhile is left to it.
  */
-bool
-flyt_committed_durably(TransactionId xid)
+static void
+note_commit_end(bool committed)
+{
+	bool		flushed = committed && XactLastCommitEnd <= GetFlushRecPtr(NULL);
+
+	for (int i = 0; i < nnoted; i++)
+	{
+		uint64		expected = note_value(noted[i], false);
+
+		(void) pg_atomic_compare_exchange_u64(note_slot(noted[i]), &expected,
+											  flushed ? note_value(noted[i], true) : 0);
+	}
+	nnoted = 0;
+}
+
+/*
+ * What is known of the commit of the transaction (or subtransaction) with
+ * this id, committed and visible, whose id is below next: FLYT_COMMIT_FLUSHED
+ * when it queued outbox rows, committed synchronously and flushed its commit
+ * record before it became visible; FLYT_COMMIT_ENDING in the moment between
+ * showing as committed and saying so; FLYT_COMMIT_UNKNOWN for everything else
+ * (committed without waiting, prepared, written by hand, noted over since,
+ * no shared memory), which may or may not be durable.
+ */
+FlytCommitNote
+flyt_commit_note(TransactionId xid, FullTransactionId next)
 {
 	FullTransactionId fxid;
+	uint64		value;
 
 	if (flyt_shared == NULL)
-		return false;
-	fxid = full_xid(ReadNextFullTransactionId(), xid);
-	return FullTransactionIdIsValid(fxid) &&
-		pg_atomic_read_u64(&flyt_shared->durable_xids[U64FromFullTransactionId(fxid) % FLYT_DURABLE_SLOTS]) ==
-		U64FromFullTransactionId(fxid);
+		return FLYT_COMMIT_UNKNOWN;
+	fxid = full_xid(next, xid);
+	if (!FullTransactionIdIsValid(fxid))
+		return FLYT_COMMIT_UNKNOWN;
+	/* read after what showed the transaction committed */
+	pg_read_barrier();
+	value = pg_atomic_read_u64(note_slot(fxid));
+	if (value == note_value(fxid, true))
+		return FLYT_COMMIT_FLUSHED;
+	if (value == note_value(fxid, false))
+		return FLYT_COMMIT_ENDING;
+	return FLYT_COMMIT_UNKNOWN;
 }
 
 /*
  * Publishes what the transaction counted and wakes the worker, at commit;
- * notes a synchronous commit before it (note_durable_commit).
+ * notes the ids of a synchronous commit around it (note_commit_start).
  */
 static void
 flyt_xact_callback(XactEvent event, void *arg)
@@ -183,14 +224,15 @@ flyt_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			/* before the commit record: the worker may see the rows at once after it */
 			if (pending_wake && flyt_shared != NULL)
-				note_durable_commit();
+				note_commit_start();
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (flyt_shared != NULL)
 			{
+				/* before the worker is woken: it finds the ids flushed */
+				note_commit_end(true);
 				pg_atomic_add_fetch_u64(&flyt_shared->registered, pending[FLYT_COUNT_REGISTERED]);
 				pg_atomic_add_fetch_u64(&flyt_shared->retried, pending[FLYT_COUNT_RETRIED]);
 				pg_atomic_add_fetch_u64(&flyt_shared->deleted, pending[FLYT_COUNT_DELETED]);
@@ -207,6 +249,8 @@ flyt_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			if (flyt_shared != NULL && nnoted > 0)
+				note_commit_end(false);
 			/* a prepared transaction commits elsewhere: the worker's idle scan finds it */
 			memset(pending, 0, sizeof(pending));
 			pending_wake = false;

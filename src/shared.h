@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -132,10 +133,10 @@ typedef struct FlytShared
 	pg_atomic_uint64 pump_wal_flushes;	/* WAL flushes the pump had to make */
 
 	/*
-	 * Transactions that queued outbox rows and flushed their commit record
-	 * before they became visible (flyt_committed_durably): full transaction
-	 * ids, each in the slot of its value modulo FLYT_DURABLE_SLOTS, the
-	 * latest overwriting.
+	 * Transactions that queued outbox rows and commit synchronously
+	 * (flyt_commit_note): full transaction id times 2, plus 1 once the commit
+	 * record is known flushed; each in the slot of its id modulo
+	 * FLYT_DURABLE_SLOTS, the latest overwriting; 0 for none.
 	 */
 	pg_atomic_uint64 durable_xids[FLYT_DURABLE_SLOTS];
 
@@ -156,10 +157,18 @@ typedef enum FlytCounter
 	FLYT_COUNT_DELETED
 } FlytCounter;
 
+/* What a backend noted of a commit for the pump (flyt_commit_note). */
+typedef enum FlytCommitNote
+{
+	FLYT_COMMIT_UNKNOWN,		/* not noted: flush to be sure */
+	FLYT_COMMIT_ENDING,			/* visible, its backend yet to say how it ended */
+	FLYT_COMMIT_FLUSHED			/* its commit record was flushed before it showed */
+} FlytCommitNote;
+
 extern void flyt_shared_init(void);
 extern void flyt_count(FlytCounter counter, int64 n);
 extern void flyt_wake_worker_at_commit(void);
-extern bool flyt_committed_durably(TransactionId xid);
+extern FlytCommitNote flyt_commit_note(TransactionId xid, FullTransactionId next);
 extern const char *flyt_worker_state_name(FlytWorkerState state);
 extern const char *flyt_circuit_state_name(FlytCircuitState state);
 

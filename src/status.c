@@ -378,7 +378,7 @@ flyt_metrics(PG_FUNCTION_ARGS)
 	COUNTER("flyt_instance_consumed_total", consumed, "Messages consumed and applied.");
 	COUNTER("flyt_instance_dead_lettered_total", dead_lettered, "Messages moved to flyt.dead_letter.");
 	COUNTER("flyt_instance_pump_wal_flushes_total", pump_wal_flushes,
-			"WAL flushes the pump made before sending rows of transactions not known to be durable.");
+			"Times the worker found the WAL not flushed far enough before sending rows and flushed it.");
 	COUNTER("flyt_instance_flow_headers_requests_total", flow_requests_sent,
 			"Requests for flow headers sent to fint-flyt-history-service.");
 	COUNTER("flyt_instance_flow_headers_replies_total", flow_replies,
