@@ -19,7 +19,9 @@ set -euo pipefail
 # unless a java and an mvn are there already; clang with libFuzzer for the
 # fuzz target of the wire format (test/fuzz, make fuzz); Prometheus
 # (promtool and the server) and postgres_exporter for the metrics and alerts
-# (test/integration/metrics.sh; about 16 s to install on a fresh Debian 12).
+# (test/integration/metrics.sh; about 16 s to install on a fresh Debian 12);
+# gdb, to stop a backend at one point of its commit
+# (test/integration/worker_durability.sh).
 # .ci/run installs this same list.
 packages=(
 	postgresql-15
@@ -41,6 +43,7 @@ packages=(
 	prometheus
 	prometheus-postgres-exporter
 	curl
+	gdb
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

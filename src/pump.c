@@ -71,8 +71,13 @@
 
 /* Wait before scanning again while synchronous standbys lag behind. */
 #define STANDBY_WAIT_MS 20
-/* A row whose transaction's backend has yet to say how its commit ended. */
+/*
+ * A row whose transaction's backend has yet to say how its commit ended is
+ * looked at again this soon (a wake-up normally comes first); once scans
+ * have found such rows for COMMIT_ENDING_PATIENCE_MS, they are flushed for.
+ */
 #define COMMIT_ENDING_WAIT_MS 1
+#define COMMIT_ENDING_PATIENCE_MS 50
 
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
@@ -632,14 +637,25 @@ typedef enum RowDurability
 	ROW_STANDBYS_LAG			/* ask again shortly */
 } RowDurability;
 
+/* Sets the next scan no later than ms from now. */
+static void
+retry_within(FlytPump *pump, TimestampTz now, int ms)
+{
+	TimestampTz at = TimestampTzPlusMilliseconds(now, ms);
+
+	if (pump->next_retry_at == 0 || at < pump->next_retry_at)
+		pump->next_retry_at = at;
+}
+
 /*
  * Is an outbox row durable: written by a transaction whose commit record
  * is flushed here and, when the server waits for synchronous standbys,
  * confirmed by them too?  A transaction that queued it through the
- * extension and committed with synchronous_commit other than off says so
- * (flyt_commit_note, in shared.c): its commit record was flushed before it
- * became visible.  For a moment after it became visible it has not said
- * yet: the row waits for the word, which comes with a wake-up.  Any other
+ * extension and committed with synchronous_commit other than off says
+ * whether its commit record is flushed (flyt_commit_note, in shared.c),
+ * right after it became visible: until then the row waits for the word,
+ * which comes with a wake-up, unless the pump has waited for such words
+ * long enough (patience_over).  Any other
  * transaction (committed with synchronous_commit = off, as the worker's own
  * delivery and cleanup steps do; prepared; written by hand) may be visible
  * before it is durable, and a crash would lose it after Kafka got its
@@ -653,7 +669,7 @@ typedef enum RowDurability
  * asked once per scan (*standbys_ok), about everything written so far.
  */
 static RowDurability
-row_durable(TransactionId xmin, FullTransactionId next, bool *standbys_ok)
+row_durable(TransactionId xmin, FullTransactionId next, bool patience_over, bool *standbys_ok)
 {
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	bool		confirmed;
@@ -662,9 +678,9 @@ row_durable(TransactionId xmin, FullTransactionId next, bool *standbys_ok)
 	{
 		FlytCommitNote note = flyt_commit_note(xmin, next);
 
-		if (note == FLYT_COMMIT_ENDING)
+		if (note == FLYT_COMMIT_ENDING && !patience_over)
 			return ROW_COMMIT_ENDING;
-		if (note == FLYT_COMMIT_UNKNOWN)
+		if (note != FLYT_COMMIT_FLUSHED)
 		{
 			/* as pg_xact_status: older ones may have left the commit log, durable long since */
 			LWLockAcquire(XactTruncationLock, LW_SHARED);
@@ -793,6 +809,9 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	bool		standbys_ok = false;
 	TransactionId durable_xmin = InvalidTransactionId;
 	FullTransactionId next_xid;
+	bool		saw_ending = false;
+	bool		patience_over = pump->ending_since != 0 &&
+		TimestampDifferenceExceeds(pump->ending_since, now, COMMIT_ENDING_PATIENCE_MS);
 
 	room = Min(room, flyt_max_in_flight - pump->in_flight);
 	pump->last_scan_at = now;
@@ -868,18 +887,22 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		/* rows of one transaction come together: each is looked up once */
 		if (row.xmin != durable_xmin)
 		{
-			RowDurability durability = row_durable(row.xmin, next_xid, &standbys_ok);
+			RowDurability durability = row_durable(row.xmin, next_xid, patience_over,
+												   &standbys_ok);
 
-			if (durability != ROW_DURABLE)
+			if (durability == ROW_COMMIT_ENDING)
 			{
-				/*
-				 * The synchronous standbys lag: look again shortly.  Its
-				 * commit is ending: its backend wakes the worker when it
-				 * has said how; looking again soon covers a missed wake-up.
-				 */
-				pump->next_retry_at =
-					TimestampTzPlusMilliseconds(now, durability == ROW_STANDBYS_LAG ?
-												STANDBY_WAIT_MS : COMMIT_ENDING_WAIT_MS);
+				/* its backend wakes the worker once it has said; the key waits */
+				saw_ending = true;
+				block_key(pump, tag);
+				first_left = Min(first_left, row.id);
+				retry_within(pump, now, COMMIT_ENDING_WAIT_MS);
+				continue;
+			}
+			if (durability == ROW_STANDBYS_LAG)
+			{
+				/* the synchronous standbys lag: look again shortly */
+				retry_within(pump, now, STANDBY_WAIT_MS);
 				first_left = Min(first_left, row.id);
 				break;
 			}
@@ -939,6 +962,10 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	}
 	cursor = scan.last_id;
 	flyt_outbox_scan_end(&scan);
+	if (!saw_ending)
+		pump->ending_since = 0;
+	else if (pump->ending_since == 0)
+		pump->ending_since = now;
 
 	/*
 	 * Everything up to settled was handed over: up to the first row left

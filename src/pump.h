@@ -50,7 +50,12 @@ typedef struct FlytPump
 	FlytDelivery *reports;		/* delivery reports not yet applied */
 	int			nreports;
 	int			reports_size;
-	TimestampTz next_retry_at;	/* earliest row waiting for redelivery */
+	TimestampTz next_retry_at;	/* when a scan is due for rows left
+								 * waiting: for their redelivery, for the
+								 * synchronous standbys, for their commit
+								 * to end */
+	TimestampTz ending_since;	/* since when every scan has found a row
+								 * whose commit was ending; 0 none */
 	TimestampTz last_scan_at;	/* when the outbox was last scanned */
 	bool		more;			/* the last scan stopped with rows left */
 	bool		queue_full;		/* the producer's queue is full: wait for reports */

@@ -159,7 +159,7 @@ note_commit_start(void)
 	}
 	for (int i = 0; i < nnoted; i++)
 		pg_atomic_write_u64(note_slot(noted[i]), note_value(noted[i], false));
-	/* seen before the commit record, which the pump sees before the rows */
+	/* before the commit shows: the pump sees the rows only after that */
 	pg_write_barrier();
 }
 
@@ -172,8 +172,11 @@ note_commit_start(void)
 static void
 note_commit_end(bool committed)
 {
-	bool		flushed = committed && XactLastCommitEnd <= GetFlushRecPtr(NULL);
+	bool		flushed;
 
+	if (nnoted == 0)
+		return;					/* also every commit during recovery */
+	flushed = committed && XactLastCommitEnd <= GetFlushRecPtr(NULL);
 	for (int i = 0; i < nnoted; i++)
 	{
 		uint64		expected = note_value(noted[i], false);
@@ -187,9 +190,10 @@ note_commit_end(bool committed)
 /*
  * What is known of the commit of the transaction (or subtransaction) with
  * this id, committed and visible, whose id is below next: FLYT_COMMIT_FLUSHED
- * when it queued outbox rows, committed synchronously and flushed its commit
- * record before it became visible; FLYT_COMMIT_ENDING in the moment between
- * showing as committed and saying so; FLYT_COMMIT_UNKNOWN for everything else
+ * when it queued outbox rows, committed with synchronous_commit other than
+ * off and its backend found its commit record flushed right after the
+ * commit; FLYT_COMMIT_ENDING in the moment between showing as committed
+ * and saying so; FLYT_COMMIT_UNKNOWN for everything else
  * (committed without waiting, prepared, written by hand, noted over since,
  * no shared memory), which may or may not be durable.
  */
@@ -249,8 +253,8 @@ flyt_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			if (flyt_shared != NULL && nnoted > 0)
-				note_commit_end(false);
+			if (flyt_shared != NULL)
+				note_commit_end(false);	/* one that failed after pre-commit */
 			/* a prepared transaction commits elsewhere: the worker's idle scan finds it */
 			memset(pending, 0, sizeof(pending));
 			pending_wake = false;

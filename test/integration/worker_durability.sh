@@ -25,15 +25,17 @@
 #   - (first) 1000 synchronous retries back to back from one pgbench
 #     client: the pump makes no WAL flush of its own for them
 #     (flyt_instance_pump_wal_flushes_total unchanged): their transactions
-#     noted that they flushed their commit before they became visible
-#     (a row seen before its backend said so waits for the word, it is not
-#     flushed for).  Without the notes the pump flushes whenever a retry's
+#     noted that their commit was flushed when it ended (a row seen before
+#     its backend said so waits for the word, it is not flushed for).  Without the notes the pump flushes whenever a retry's
 #     commit log group (32 ids) also holds a later, asynchronous and
 #     unflushed commit, the worker's own recording of a delivery: 1, 58 and
 #     62 flushes in three runs of this test (fsync on, as here: with it off
 #     the retries come faster than the recordings and the case is rarer).
 #     The same with each retry in a subtransaction, whose id its rows
 #     carry: 224 and 269 flushes with only the top transaction's id noted.
+#   - a retry whose backend gdb stops in the extension's commit callback
+#     (visible, its note still "committing") is sent all the same, while
+#     the backend is stopped: the pump waits for the word for 50 ms only.
 #     (A delivery that failed and was retried would be flushed for, rightly:
 #     the worker records the failure without waiting.  The embedded broker
 #     does not fail them.)
@@ -74,6 +76,8 @@ wait_until 30 sql_is 0 "SELECT count(*) FROM flyt.outbox" || fail "the registrat
 read -r LO HI <<<"$(sql "SELECT min(id) || ' ' || max(id) FROM flyt.instance" | tr '|' ' ')"
 printf '\\set id random(%s, %s)\nSELECT flyt_retry(:id);\n' "$LO" "$HI" >"$WORK/retry.sql"
 FLUSHES=$(metric_sum flyt_instance_pump_wal_flushes_total)
+[ -n "$FLUSHES" ] || bail "flyt_metrics() has flyt_instance_pump_wal_flushes_total"
+FLUSHES_BEFORE_RETRIES=$FLUSHES
 out=$(timeout 300 "$("${PG_CONFIG:-pg_config}" --bindir)/pgbench" -n -c 1 -t 1000 -f "$WORK/retry.sql" postgres 2>&1) ||
 	bail "1000 retries from pgbench" "$out"
 if wait_until 120 sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
@@ -95,6 +99,45 @@ wait_until 120 sql_is 0 "SELECT count(*) FROM flyt.outbox" ||
 	fail "1000 synchronous retries in subtransactions are sent" "flyt_status(): $(show_status)"
 check_eq "nor for retries in subtransactions ($FLUSHES before)" "$FLUSHES" "$(metric_sum flyt_instance_pump_wal_flushes_total)"
 
+# --- a backend held between its commit showing and its saying so --------------------
+# gdb stops the retry's backend in the extension's commit callback: the row
+# is visible, its note still says "committing".  The pump must not wait for
+# that backend for ever: after 50 ms of such rows it flushes for them and
+# sends.
+if command -v gdb >/dev/null 2>&1; then
+	coproc HELD { psql -X -At -q -d postgres 2>&1; }
+	echo "SELECT pg_backend_pid();" >&"${HELD[1]}"
+	read -r HELD_PID <&"${HELD[0]}"
+	gdb -p "$HELD_PID" -batch -ex 'set pagination off' \
+		-ex 'break flyt_xact_callback if event == XACT_EVENT_COMMIT' \
+		-ex 'echo attached\n' -ex 'continue' -ex 'echo stopped\n' -ex 'shell sleep 30' -ex 'detach' \
+		>"$WORK/gdb.log" 2>&1 &
+	GDB_PID=$!
+	if wait_until 30 grep -q '^attached' "$WORK/gdb.log"; then
+		echo "SELECT flyt_retry($ID);" >&"${HELD[1]}"
+		if wait_until 20 grep -q '^stopped' "$WORK/gdb.log"; then
+			if wait_until 20 sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
+				pass "a retry whose backend is stopped right after its commit is sent all the same"
+			else
+				fail "a retry whose backend is stopped right after its commit is sent all the same" \
+					"flyt_status(): $(show_status)"
+			fi
+			check "and its backend was still stopped then" kill -0 "$GDB_PID"
+		else
+			fail "gdb stops the backend in its commit callback" "$(tail -c 600 "$WORK/gdb.log")"
+		fi
+	else
+		note "gdb could not attach to the backend (no ptrace here?): not checked; $(tail -c 300 "$WORK/gdb.log")"
+	fi
+	kill "$GDB_PID" 2>/dev/null || true	# detaches: the backend goes on
+	wait "$GDB_PID" 2>/dev/null || true
+	read -r HELD_ANSWER <&"${HELD[0]}" || true
+	exec {HELD[1]}>&-
+	check_eq "the stopped retry then answers" 1 "$(sql "SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED' AND correlation_id::text = '${HELD_ANSWER:-none}'")"
+else
+	note "no gdb: a backend stopped after its commit not checked"
+fi
+
 # --- a user's transaction that committed without waiting ------------------------------
 CORR=$(printf 'SET synchronous_commit = off;\nSELECT flyt_retry(%s);\n' "$ID" |
 	timeout 30 psql -X -At -q -v ON_ERROR_STOP=1 -d postgres -f -)
@@ -108,7 +151,7 @@ if wait_until 30 on_kafka "$CORR"; then
 else
 	fail "the retry is on Kafka" "flyt_status(): $(show_status)"
 fi
-note "flyt_instance_pump_wal_flushes_total: $FLUSHES before the retries, $(metric_sum flyt_instance_pump_wal_flushes_total) after this one"
+note "flyt_instance_pump_wal_flushes_total: $FLUSHES_BEFORE_RETRIES before the retries, $(metric_sum flyt_instance_pump_wal_flushes_total) after this one"
 restart_after_crash
 check_eq "after a crash right after it was sent, the retry's history row is there" 1 \
 	"$(sql "SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED' AND correlation_id = '$CORR'")"
