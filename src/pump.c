@@ -655,7 +655,7 @@ retry_within(FlytPump *pump, TimestampTz now, int ms)
  * whether its commit record is flushed (flyt_commit_note, in shared.c),
  * right after it became visible: until then the row waits for the word,
  * which comes with a wake-up, unless the pump has waited for such words
- * long enough (patience_over).  Any other
+ * long enough (patience_over); *ending says that a row was found so.  Any other
  * transaction (committed with synchronous_commit = off, as the worker's own
  * delivery and cleanup steps do; prepared; written by hand) may be visible
  * before it is durable, and a crash would lose it after Kafka got its
@@ -669,7 +669,8 @@ retry_within(FlytPump *pump, TimestampTz now, int ms)
  * asked once per scan (*standbys_ok), about everything written so far.
  */
 static RowDurability
-row_durable(TransactionId xmin, FullTransactionId next, bool patience_over, bool *standbys_ok)
+row_durable(TransactionId xmin, FullTransactionId next, bool patience_over,
+			bool *ending, bool *standbys_ok)
 {
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	bool		confirmed;
@@ -678,6 +679,7 @@ row_durable(TransactionId xmin, FullTransactionId next, bool patience_over, bool
 	{
 		FlytCommitNote note = flyt_commit_note(xmin, next);
 
+		*ending = *ending || note == FLYT_COMMIT_ENDING;
 		if (note == FLYT_COMMIT_ENDING && !patience_over)
 			return ROW_COMMIT_ENDING;
 		if (note != FLYT_COMMIT_FLUSHED)
@@ -888,12 +890,11 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 		if (row.xmin != durable_xmin)
 		{
 			RowDurability durability = row_durable(row.xmin, next_xid, patience_over,
-												   &standbys_ok);
+												   &saw_ending, &standbys_ok);
 
 			if (durability == ROW_COMMIT_ENDING)
 			{
 				/* its backend wakes the worker once it has said; the key waits */
-				saw_ending = true;
 				block_key(pump, tag);
 				first_left = Min(first_left, row.id);
 				retry_within(pump, now, COMMIT_ENDING_WAIT_MS);
@@ -962,10 +963,11 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 	}
 	cursor = scan.last_id;
 	flyt_outbox_scan_end(&scan);
-	if (!saw_ending)
+	/* a scan that stopped early may not have come to those rows: no word */
+	if (saw_ending)
+		pump->ending_since = pump->ending_since != 0 ? pump->ending_since : now;
+	else if (at_end)
 		pump->ending_since = 0;
-	else if (pump->ending_since == 0)
-		pump->ending_since = now;
 
 	/*
 	 * Everything up to settled was handed over: up to the first row left

@@ -54,8 +54,9 @@ typedef struct FlytPump
 								 * waiting: for their redelivery, for the
 								 * synchronous standbys, for their commit
 								 * to end */
-	TimestampTz ending_since;	/* since when every scan has found a row
-								 * whose commit was ending; 0 none */
+	TimestampTz ending_since;	/* since when the scans have found rows
+								 * whose commit was ending (until one
+								 * read to the end without); 0 none */
 	TimestampTz last_scan_at;	/* when the outbox was last scanned */
 	bool		more;			/* the last scan stopped with rows left */
 	bool		queue_full;		/* the producer's queue is full: wait for reports */

@@ -103,37 +103,50 @@ check_eq "nor for retries in subtransactions ($FLUSHES before)" "$FLUSHES" "$(me
 # gdb stops the retry's backend in the extension's commit callback: the row
 # is visible, its note still says "committing".  The pump must not wait for
 # that backend for ever: after 50 ms of such rows it flushes for them and
-# sends.
+# sends.  gdb holds the backend until $WORK/release exists.
 if command -v gdb >/dev/null 2>&1; then
-	coproc HELD { psql -X -At -q -d postgres 2>&1; }
+	not_detached() { kill -0 "$GDB_PID" && ! grep -q 'detached\]' "$WORK/gdb.log"; }
+	SENT=0
+	coproc HELD { without_broker_fds psql -X -At -q -d postgres; }
 	echo "SELECT pg_backend_pid();" >&"${HELD[1]}"
-	read -r HELD_PID <&"${HELD[0]}"
-	gdb -p "$HELD_PID" -batch -ex 'set pagination off' \
-		-ex 'break flyt_xact_callback if event == XACT_EVENT_COMMIT' \
-		-ex 'echo attached\n' -ex 'continue' -ex 'echo stopped\n' -ex 'shell sleep 30' -ex 'detach' \
-		>"$WORK/gdb.log" 2>&1 &
+	read -r -t 30 HELD_PID <&"${HELD[0]}" || bail "a psql session for gdb to stop"
+	spawn gdb -p "$HELD_PID" -batch -ex 'set pagination off' \
+		-ex 'handle SIGUSR1 SIGUSR2 SIGTERM SIGINT SIGQUIT SIGPIPE SIGALRM nostop noprint pass' \
+		-ex 'info proc' -ex 'break flyt_xact_callback if event == XACT_EVENT_COMMIT' \
+		-ex 'echo gdb: waiting\n' -ex 'continue' \
+		-ex "shell timeout 60 sh -c 'until [ -e $WORK/release ]; do sleep 0.05; done'" -ex 'detach' \
+		>"$WORK/gdb.log" 2>&1
 	GDB_PID=$!
-	if wait_until 30 grep -q '^attached' "$WORK/gdb.log"; then
+	IT_PIDS+=("$GDB_PID")
+	if wait_until 30 grep -q '^gdb: waiting' "$WORK/gdb.log" &&
+		grep -q "^process $HELD_PID\$" "$WORK/gdb.log"; then
+		retries="SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED'"
+		RETRIES=$(sql "$retries")
 		echo "SELECT flyt_retry($ID);" >&"${HELD[1]}"
-		if wait_until 20 grep -q '^stopped' "$WORK/gdb.log"; then
+		SENT=1
+		if wait_until 20 grep -q '^Breakpoint 1, flyt_xact_callback (event=XACT_EVENT_COMMIT' "$WORK/gdb.log"; then
+			check_eq "the stopped backend's retry shows as committed" $((RETRIES + 1)) "$(sql "$retries")"
 			if wait_until 20 sql_is 0 "SELECT count(*) FROM flyt.outbox"; then
 				pass "a retry whose backend is stopped right after its commit is sent all the same"
 			else
 				fail "a retry whose backend is stopped right after its commit is sent all the same" \
 					"flyt_status(): $(show_status)"
 			fi
-			check "and its backend was still stopped then" kill -0 "$GDB_PID"
+			check "and its backend was still stopped then" not_detached
 		else
 			fail "gdb stops the backend in its commit callback" "$(tail -c 600 "$WORK/gdb.log")"
 		fi
 	else
 		note "gdb could not attach to the backend (no ptrace here?): not checked; $(tail -c 300 "$WORK/gdb.log")"
 	fi
-	kill "$GDB_PID" 2>/dev/null || true	# detaches: the backend goes on
+	touch "$WORK/release"	# gdb detaches: the backend goes on
 	wait "$GDB_PID" 2>/dev/null || true
-	read -r HELD_ANSWER <&"${HELD[0]}" || true
 	exec {HELD[1]}>&-
-	check_eq "the stopped retry then answers" 1 "$(sql "SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED' AND correlation_id::text = '${HELD_ANSWER:-none}'")"
+	read -r -t 30 HELD_ANSWER <&"${HELD[0]}" || true
+	if [ "$SENT" = 1 ]; then
+		check_eq "the stopped retry then answers" 1 \
+			"$(sql "SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED' AND correlation_id::text = '${HELD_ANSWER:-none}'")"
+	fi
 else
 	note "no gdb: a backend stopped after its commit not checked"
 fi
