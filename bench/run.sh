@@ -89,7 +89,12 @@ PERF_PID=
 perf_begin() { # NAME
 	[ -n "$PERF" ] || return 0
 	mkdir -p "$PERF"
-	perf record -a -g -F 499 -o "$PERF/$1.data" >/dev/null 2>&1 &
+	(
+		# without the test producer's pipes: it must see the end of its input
+		if [ -n "${FEED_FD:-}" ]; then exec {FEED_FD}>&-; fi
+		if [ -n "${FEED_ACK:-}" ]; then exec {FEED_ACK}<&-; fi
+		exec perf record -a -g -F 499 -o "$PERF/$1.data"
+	) >/dev/null 2>&1 &
 	PERF_PID=$!
 	LC_BG_PIDS+=("$PERF_PID")
 	sleep 0.5
