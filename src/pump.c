@@ -504,6 +504,14 @@ unix_millis(TimestampTz ts)
 	return ts / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 }
 
+/* Sets the next scan no later than at (rows left waiting until then). */
+static void
+scan_no_later(FlytPump *pump, TimestampTz at)
+{
+	if (pump->next_retry_at == 0 || at < pump->next_retry_at)
+		pump->next_retry_at = at;
+}
+
 /*
  * Per-key order.  Rows of one key (one instance) go to Kafka in id order: a
  * row is not sent while an earlier row of its key is in flight or waiting
@@ -603,8 +611,7 @@ block_delayed_keys(FlytPump *pump)
 			continue;
 		}
 		block_key(pump, e->tag);
-		if (pump->next_retry_at == 0 || e->since < pump->next_retry_at)
-			pump->next_retry_at = e->since;
+		scan_no_later(pump, e->since);
 	}
 }
 
@@ -636,16 +643,6 @@ typedef enum RowDurability
 	ROW_COMMIT_ENDING,			/* ask again once its backend has said */
 	ROW_STANDBYS_LAG			/* ask again shortly */
 } RowDurability;
-
-/* Sets the next scan no later than ms from now. */
-static void
-retry_within(FlytPump *pump, TimestampTz now, int ms)
-{
-	TimestampTz at = TimestampTzPlusMilliseconds(now, ms);
-
-	if (pump->next_retry_at == 0 || at < pump->next_retry_at)
-		pump->next_retry_at = at;
-}
 
 /*
  * Is an outbox row durable: written by a transaction whose commit record
@@ -874,8 +871,7 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 			delayed->tag = tag;
 			delayed->since = row.next_attempt_at;
 			block_key(pump, tag);
-			if (pump->next_retry_at == 0 || row.next_attempt_at < pump->next_retry_at)
-				pump->next_retry_at = row.next_attempt_at;
+			scan_no_later(pump, row.next_attempt_at);
 			continue;
 		}
 		if (key_blocked(pump, tag))
@@ -897,13 +893,13 @@ flyt_pump_send(FlytPump *pump, rd_kafka_t *producer, int room)
 				/* its backend wakes the worker once it has said; the key waits */
 				block_key(pump, tag);
 				first_left = Min(first_left, row.id);
-				retry_within(pump, now, COMMIT_ENDING_WAIT_MS);
+				scan_no_later(pump, TimestampTzPlusMilliseconds(now, COMMIT_ENDING_WAIT_MS));
 				continue;
 			}
 			if (durability == ROW_STANDBYS_LAG)
 			{
 				/* the synchronous standbys lag: look again shortly */
-				retry_within(pump, now, STANDBY_WAIT_MS);
+				scan_no_later(pump, TimestampTzPlusMilliseconds(now, STANDBY_WAIT_MS));
 				first_left = Min(first_left, row.id);
 				break;
 			}

@@ -162,7 +162,7 @@ typedef enum FlytCommitNote
 {
 	FLYT_COMMIT_UNKNOWN,		/* not noted: flush to be sure */
 	FLYT_COMMIT_ENDING,			/* visible, its backend yet to say how it ended */
-	FLYT_COMMIT_FLUSHED			/* its commit record was flushed before it showed */
+	FLYT_COMMIT_FLUSHED			/* its backend found its commit record flushed */
 } FlytCommitNote;
 
 extern void flyt_shared_init(void);
