@@ -3,11 +3,12 @@
  * cleanup.c
  *	  Retention cleanup of instances and their history.
  *
- * One batch is one set-based statement: it picks the oldest expired
- * instances (skipping rows a concurrent retry holds), deletes them and their
- * history, records one DELETED event each, and queues instance-deleted for
- * each one that has flow headers.  A second statement purges the history of
- * instances whose DELETED row has outlived one more retention window.
+ * One batch is two set-based statements: the first locks the oldest
+ * expired instances (skipping rows a concurrent retry holds); the second
+ * deletes them by ctid and their history, records one DELETED event each,
+ * and queues instance-deleted for each one that has flow headers.  A third
+ * purges the history of instances whose DELETED row has outlived one more
+ * retention window.
  *
  * Expired instances without flow headers (imported from the Java service)
  * are first asked of fint-flyt-history-service, as the original did before
@@ -51,6 +52,7 @@
 
 PG_FUNCTION_INFO_V1(flyt_cleanup);
 
+static SPIPlanPtr victims_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
@@ -133,13 +135,15 @@ flyt_cleanup_cutoff(void)
 void
 flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result)
 {
-	static const Oid delete_types[] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+	static const Oid victims_types[] = {TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, BOOLOID};
+	static const Oid delete_types[] = {TIDARRAYOID, UUIDARRAYOID, TEXTOID, TEXTOID};
 	static const Oid purge_types[] = {TIMESTAMPTZOID, INT8OID};
 	static const Oid held_types[] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
+	int			victims;
 	bool		can_ask = flyt_flow_can_ask();
 	TimestampTz asked_before = GetCurrentTimestamp() - (TimestampTz) flyt_flow_headers_timeout_ms * 1000;
 	int			save_nestlevel;
@@ -163,64 +167,96 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	if (can_ask)
 		ask_for_missing_headers(cutoff);
 
-	plan = flyt_plan(&delete_plan,
-					 "WITH victims AS ("
-					 "  SELECT id FROM flyt.instance"
-					 "  WHERE created_at OPERATOR(pg_catalog.<) $1"
-					 "    AND (flow_headers IS NOT NULL OR NOT $6 OR EXISTS ("
-					 "         SELECT FROM flyt.flow_headers_request r"
-					 "         WHERE r.instance_id OPERATOR(pg_catalog.=) instance.id"
-					 "           AND r.requested_at OPERATOR(pg_catalog.<) $5))"
-					 "  ORDER BY created_at LIMIT $2"
-					 "  FOR UPDATE SKIP LOCKED"
-					 "), deleted AS ("
-					 "  DELETE FROM flyt.instance i USING victims v"
-					 "  WHERE i.id OPERATOR(pg_catalog.=) v.id"
-					 "  RETURNING i.id, i.flow_headers"
-					 "), history AS ("
-					 "  DELETE FROM flyt.instance_event e"
-					 "  WHERE e.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
-					 "  RETURNING e.instance_id, e.version"
-					 "), asked AS ("
-					 "  DELETE FROM flyt.flow_headers_request r"
-					 "  WHERE EXISTS (SELECT FROM flyt.flow_headers_request)"
-					 "    AND r.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
-					 "), last_version AS ("
-					 "  SELECT instance_id, pg_catalog.max(version) AS version FROM history GROUP BY instance_id"
-					 "), events AS ("
-					 "  INSERT INTO flyt.instance_event (instance_id, version, event_type, requested_by)"
-					 "  SELECT d.id, COALESCE(l.version, 0) OPERATOR(pg_catalog.+) 1, 'DELETED', $3"
-					 "  FROM deleted d LEFT JOIN last_version l ON l.instance_id OPERATOR(pg_catalog.=) d.id"
-					 "), queued AS ("
-					 "  INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value)"
-					 "  SELECT q.id, '" FLYT_EVENT_DELETED "', $4, q.instance_id::pg_catalog.text,"
-					 "    pg_catalog.jsonb_build_object("
-					 "      '" FLYT_HEADER_FLOW_HEADERS "', flyt.wire_flow_headers(q.flow_headers),"
-					 "      '" FLYT_HEADER_EVENT_ID "', pg_catalog.gen_random_uuid()::pg_catalog.text),"
-					 "    NULL"
-					 "  FROM (SELECT pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS id,"
-					 "               d.id AS instance_id, d.flow_headers"
-					 "        FROM deleted d WHERE d.flow_headers IS NOT NULL ORDER BY d.id) q"
-					 "  RETURNING 1"
-					 ") "
-					 "SELECT (SELECT pg_catalog.count(*) FROM deleted),"
-					 "       (SELECT pg_catalog.count(*) FROM queued)",
-					 6, delete_types);
-
+	/*
+	 * The batch's victims, locked, skipping rows a concurrent retry holds.
+	 * They are deleted by the next statement, whose snapshot is taken after
+	 * the locks: a retry (or any change) that committed before a victim
+	 * was locked is visible to it, so the DELETED row takes the version
+	 * after that retry's event and the history deleted includes it, and
+	 * every victim is seen at the version its lock returned, so deleting
+	 * them by ctid (a TID scan, not a probe of the primary key per row)
+	 * deletes them all.
+	 */
+	plan = flyt_plan(&victims_plan,
+					 "SELECT ctid FROM flyt.instance"
+					 " WHERE created_at OPERATOR(pg_catalog.<) $1"
+					 "   AND (flow_headers IS NOT NULL OR NOT $4 OR EXISTS ("
+					 "        SELECT FROM flyt.flow_headers_request r"
+					 "        WHERE r.instance_id OPERATOR(pg_catalog.=) instance.id"
+					 "          AND r.requested_at OPERATOR(pg_catalog.<) $3))"
+					 " ORDER BY created_at LIMIT $2"
+					 " FOR UPDATE SKIP LOCKED",
+					 4, victims_types);
 	values[0] = TimestampTzGetDatum(cutoff);
 	if (max_rows >= 0)
 		values[1] = Int64GetDatum(max_rows);
 	else
 		nulls[1] = 'n';
-	values[2] = CStringGetTextDatum(flyt_requested_by());
-	values[3] = CStringGetTextDatum(flyt_topic_name(FLYT_EVENT_DELETED));
-	values[4] = TimestampTzGetDatum(asked_before);
-	values[5] = BoolGetDatum(can_ask);
-	flyt_execute(plan, values, nulls, false, 0, SPI_OK_SELECT);
-	result->deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	result->deleted_without_event = result->deleted -
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	values[2] = TimestampTzGetDatum(asked_before);
+	values[3] = BoolGetDatum(can_ask);
+	victims = flyt_execute(plan, values, nulls, false, 0, SPI_OK_SELECT);
 
+	result->deleted = result->deleted_without_event = 0;
+	if (victims > 0)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * victims);
+		pg_uuid_t  *event_ids = palloc(sizeof(pg_uuid_t) * victims);
+
+		for (int i = 0; i < victims; i++)
+			elems[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		values[0] = flyt_array(TIDOID, elems, NULL, victims);
+		/* the instance-deleted messages' flyt.event-id, drawn at once */
+		flyt_new_uuids(event_ids, victims);
+		for (int i = 0; i < victims; i++)
+			elems[i] = UUIDPGetDatum(&event_ids[i]);
+		values[1] = flyt_array(UUIDOID, elems, NULL, victims);
+		values[2] = CStringGetTextDatum(flyt_requested_by());
+		values[3] = CStringGetTextDatum(flyt_topic_name(FLYT_EVENT_DELETED));
+
+		plan = flyt_plan(&delete_plan,
+						 "WITH deleted AS ("
+						 "  DELETE FROM flyt.instance i"
+						 "  WHERE i.ctid OPERATOR(pg_catalog.=) ANY ($1)"
+						 "  RETURNING i.id, i.flow_headers"
+						 "), history AS ("
+						 "  DELETE FROM flyt.instance_event e"
+						 "  WHERE e.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
+						 "  RETURNING e.instance_id, e.version"
+						 "), asked AS ("
+						 "  DELETE FROM flyt.flow_headers_request r"
+						 "  WHERE EXISTS (SELECT FROM flyt.flow_headers_request)"
+						 "    AND r.instance_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM deleted))"
+						 "), last_version AS ("
+						 "  SELECT instance_id, pg_catalog.max(version) AS version FROM history GROUP BY instance_id"
+						 "), events AS ("
+						 "  INSERT INTO flyt.instance_event (instance_id, version, event_type, requested_by)"
+						 "  SELECT d.id, COALESCE(l.version, 0) OPERATOR(pg_catalog.+) 1, 'DELETED', $3"
+						 "  FROM deleted d LEFT JOIN last_version l ON l.instance_id OPERATOR(pg_catalog.=) d.id"
+						 "), queued AS ("
+						 "  INSERT INTO flyt.outbox (id, event_name, topic, key, headers, value)"
+						 "  SELECT q.id, '" FLYT_EVENT_DELETED "', $4, q.instance_id::pg_catalog.text,"
+						 "    pg_catalog.jsonb_build_object("
+						 "      '" FLYT_HEADER_FLOW_HEADERS "', flyt.wire_flow_headers(q.flow_headers),"
+						 "      '" FLYT_HEADER_EVENT_ID "', ($2)[q.n]::pg_catalog.text),"
+						 "    NULL"
+						 "  FROM (SELECT pg_catalog.nextval('flyt.outbox_id_seq'::pg_catalog.regclass) AS id,"
+						 "               d.id AS instance_id, d.flow_headers,"
+						 "               pg_catalog.row_number() OVER (ORDER BY d.id) AS n"
+						 "        FROM deleted d WHERE d.flow_headers IS NOT NULL ORDER BY d.id) q"
+						 "  RETURNING 1"
+						 ") "
+						 "SELECT (SELECT pg_catalog.count(*) FROM deleted),"
+						 "       (SELECT pg_catalog.count(*) FROM queued)",
+						 4, delete_types);
+		flyt_execute(plan, values, NULL, false, 0, SPI_OK_SELECT);
+		result->deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		result->deleted_without_event = result->deleted -
+			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	values[0] = TimestampTzGetDatum(cutoff);
+	values[1] = Int64GetDatum(max_rows);
+	nulls[1] = max_rows >= 0 ? ' ' : 'n';
 	plan = flyt_plan(&purge_plan,
 					 "DELETE FROM flyt.instance_event e USING ("
 					 "  SELECT DISTINCT instance_id FROM ("

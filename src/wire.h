@@ -81,6 +81,7 @@ extern char *flyt_flow_headers_text(json_t *headers);
 extern char *flyt_instance_dto_from_jsonb(int64 id, Jsonb *payload, TimestampTz created_at);
 extern char *flyt_flow_headers_text_from_jsonb(Jsonb *headers, const pg_uuid_t *correlation_id);
 extern void flyt_format_timestamp(TimestampTz ts, char *buf, size_t buflen);
+extern void flyt_new_uuids(pg_uuid_t *uuids, int n);
 extern void flyt_new_correlation_id(pg_uuid_t *uuid);
 extern void flyt_uuid_to_text(const pg_uuid_t *uuid, char *buf);
 extern void flyt_set_correlation_id(json_t *headers, const pg_uuid_t *uuid);
