@@ -36,6 +36,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "pgstat.h"
 #include "utils/backend_status.h"
 #include "utils/timestamp.h"
@@ -168,14 +169,16 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		ask_for_missing_headers(cutoff);
 
 	/*
-	 * The batch's victims, locked, skipping rows a concurrent retry holds.
-	 * They are deleted by the next statement, whose snapshot is taken after
-	 * the locks: a retry (or any change) that committed before a victim
-	 * was locked is visible to it, so the DELETED row takes the version
-	 * after that retry's event and the history deleted includes it, and
-	 * every victim is seen at the version its lock returned, so deleting
-	 * them by ctid (a TID scan, not a probe of the primary key per row)
-	 * deletes them all.
+	 * The batch's victims, locked, skipping rows another transaction holds
+	 * (a retry in flight holds its instance until it ends).  They are
+	 * deleted by the next statement, whose snapshot (in READ COMMITTED, as
+	 * the worker runs; in REPEATABLE READ and SERIALIZABLE every statement
+	 * has the transaction's) is taken after the locks: an event that a
+	 * retry committed before its instance was locked is visible to it, so
+	 * it is deleted with the rest of the history and the DELETED row takes
+	 * the version after it; and every victim is seen at the version its
+	 * lock returned, so deleting them by ctid (a TID scan, not a probe of
+	 * the primary key per row) deletes them all.
 	 */
 	plan = flyt_plan(&victims_plan,
 					 "SELECT ctid FROM flyt.instance"
@@ -199,12 +202,17 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	result->deleted = result->deleted_without_event = 0;
 	if (victims > 0)
 	{
+		MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
+															"flyt_instance cleanup batch",
+															ALLOCSET_DEFAULT_SIZES);
+		MemoryContext old_context = MemoryContextSwitchTo(batch_context);
 		Datum	   *elems = palloc(sizeof(Datum) * victims);
 		pg_uuid_t  *event_ids = palloc(sizeof(pg_uuid_t) * victims);
 
 		for (int i = 0; i < victims; i++)
 			elems[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 		values[0] = flyt_array(TIDOID, elems, NULL, victims);
+		SPI_freetuptable(SPI_tuptable);
 		/* the instance-deleted messages' flyt.event-id, drawn at once */
 		flyt_new_uuids(event_ids, victims);
 		for (int i = 0; i < victims; i++)
@@ -252,6 +260,12 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		result->deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		result->deleted_without_event = result->deleted -
 			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextSwitchTo(old_context);
+		MemoryContextDelete(batch_context);
+		if (result->deleted != victims)
+			elog(ERROR, "flyt_instance: a cleanup batch locked %d instances but deleted " INT64_FORMAT,
+				 victims, result->deleted);
 	}
 
 	values[0] = TimestampTzGetDatum(cutoff);
@@ -288,6 +302,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		values[1] = TimestampTzGetDatum(asked_before);
 		flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
 		result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
 	}
 
 	AtEOXact_GUC(true, save_nestlevel);
@@ -306,6 +321,7 @@ flyt_cleanup(PG_FUNCTION_ARGS)
 {
 	TimestampTz cutoff;
 	int64		max_rows = -1;
+	int64		deleted = 0;
 	FlytCleanupResult result;
 
 	if (PG_ARGISNULL(0))
@@ -335,10 +351,24 @@ flyt_cleanup(PG_FUNCTION_ARGS)
 	}
 
 	flyt_spi_connect();
-	flyt_cleanup_batch(cutoff, max_rows, &result);
+	if (max_rows > 0)
+	{
+		flyt_cleanup_batch(cutoff, max_rows, &result);
+		deleted = result.deleted;
+	}
+	else
+	{
+		/* all of them, in batches: what one holds in memory is bounded */
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			flyt_cleanup_batch(cutoff, flyt_cleanup_batch_size, &result);
+			deleted += result.deleted;
+		} while (result.deleted == flyt_cleanup_batch_size);
+	}
 	flyt_spi_finish();
 
-	PG_RETURN_INT64(result.deleted);
+	PG_RETURN_INT64(deleted);
 }
 
 /*

@@ -16,6 +16,8 @@
 #     the DELETED row comes after it.  A batch that read the history with
 #     its first snapshot failed here on (instance_id, version) = (id, 2);
 #   - instance-deleted is queued for it and reaches Kafka.
+# Then flyt_cleanup() without max_rows deletes five expired instances, in
+# batches of cleanup_batch_size (2).
 #
 # Skipped with a note when there is no gdb or it cannot attach (no ptrace).
 # Own broker and cluster; both always stopped.  Prints ok/not ok lines and
@@ -30,7 +32,7 @@ set -euo pipefail
 it_setup 180
 
 broker_start
-worker_cluster_start
+worker_cluster_start -c "flyt_instance.cleanup_batch_size = 2"
 require_worker
 expect_status_up
 
@@ -72,6 +74,7 @@ if wait_until 20 grep -q '^Breakpoint 1, .*heap_lock_tuple' "$WORK/gdb.log"; the
 	pass "and an update of it commits"
 else
 	fail "gdb stops the cleanup batch where it locks its victim" "$(tail -c 600 "$WORK/gdb.log")"
+	kill "$GDB_PID" 2>/dev/null || true # still in "continue": it would wait for ever
 fi
 touch "$WORK/release" # gdb detaches: the batch goes on
 wait "$GDB_PID" 2>/dev/null || true
@@ -89,5 +92,14 @@ deleted_sent() {
 check "instance-deleted reaches Kafka" wait_until 30 deleted_sent
 check "and so does the retry's message ($CORR): nothing is left queued" \
 	wait_until 30 sql_is 0 "SELECT count(*) FROM flyt.outbox"
+
+# flyt_cleanup without max_rows deletes every expired instance, in batches
+# of cleanup_batch_size (2 here) so that what it holds in memory is bounded
+sql -v h="$FIX_HEADERS" -v v="$FIX_VALUE" \
+	"SELECT count(flyt_register_instance(:'h'::jsonb, :'v'::jsonb)) FROM generate_series(1, 5)" >/dev/null
+sql "UPDATE flyt.instance SET created_at = now() - interval '100 days'" >/dev/null
+check_eq "flyt_cleanup() without max_rows deletes all five in batches of two" 5 \
+	"$(sql "SELECT flyt_cleanup('30 days')")"
+check_eq "none is left" 0 "$(sql "SELECT count(*) FROM flyt.instance")"
 
 finish
