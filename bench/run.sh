@@ -390,14 +390,15 @@ cat >"$LC_WORK/retry.sql" <<EOF
 \set id random($lo, $hi)
 SELECT flyt_retry(:id);
 EOF
-cat >"$LC_WORK/retry_floor.sql" <<EOF
-\set id random($lo, $hi)
-INSERT INTO bench.outbox_copy (event_name, topic, key, headers, value)
+floor_insert="INSERT INTO bench.outbox_copy (event_name, topic, key, headers, value)
 SELECT 'instance-requested-for-retry', '$T_RETRY', i.id::text,
        jsonb_build_object('flyt.instance-flow-headers', i.flow_headers::text, 'flyt.event-id', '0'),
        jsonb_build_object('id', i.id::text, 'valuePerKey', i.payload->'valuePerKey',
                           'objectCollectionPerKey', i.payload->'objectCollectionPerKey',
-                          'createdAt', i.created_at)::text
+                          'createdAt', i.created_at)::text"
+cat >"$LC_WORK/retry_floor.sql" <<EOF
+\set id random($lo, $hi)
+$floor_insert
 FROM bench.instance_copy i WHERE i.id = :id FOR KEY SHARE;
 EOF
 # The same floor with the history row SPEC section 2 asks of every retry
@@ -414,12 +415,7 @@ h AS (INSERT INTO bench.event_copy (instance_id, version, event_type, requested_
       SELECT :id, COALESCE(max(e.version), 0) + 1, 'RETRY_REQUESTED', 'bench', gen_random_uuid()
       FROM bench.event_copy e WHERE e.instance_id = :id
       ON CONFLICT (instance_id, version) DO NOTHING RETURNING version)
-INSERT INTO bench.outbox_copy (event_name, topic, key, headers, value)
-SELECT 'instance-requested-for-retry', '$T_RETRY', i.id::text,
-       jsonb_build_object('flyt.instance-flow-headers', i.flow_headers::text, 'flyt.event-id', '0'),
-       jsonb_build_object('id', i.id::text, 'valuePerKey', i.payload->'valuePerKey',
-                          'objectCollectionPerKey', i.payload->'objectCollectionPerKey',
-                          'createdAt', i.created_at)::text
+$floor_insert
 FROM i, h;
 EOF
 for c in 1 8; do

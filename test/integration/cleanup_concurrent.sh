@@ -49,16 +49,7 @@ fi
 coproc HELD { without_broker_fds psql -X -At -q -d postgres 2>&1; }
 echo "SELECT pg_backend_pid();" >&"${HELD[1]}"
 read -r -t 30 HELD_PID <&"${HELD[0]}" || bail "a psql session for gdb to stop"
-spawn gdb -p "$HELD_PID" -batch -ex 'set pagination off' \
-	-ex 'handle SIGUSR1 SIGUSR2 SIGTERM SIGINT SIGQUIT SIGPIPE SIGALRM nostop noprint pass' \
-	-ex 'info proc' -ex 'break heap_lock_tuple' \
-	-ex 'echo gdb: waiting\n' -ex 'continue' \
-	-ex "shell timeout 60 sh -c 'until [ -e $WORK/release ]; do sleep 0.05; done'" -ex 'detach' \
-	>"$WORK/gdb.log" 2>&1
-GDB_PID=$!
-IT_PIDS+=("$GDB_PID")
-if ! wait_until 30 grep -q '^gdb: waiting' "$WORK/gdb.log" ||
-	! grep -q "^process $HELD_PID\$" "$WORK/gdb.log"; then
+if ! gdb_hold "$HELD_PID" heap_lock_tuple; then
 	note "gdb could not attach to the backend (no ptrace here?): not checked; $(tail -c 300 "$WORK/gdb.log")"
 	touch "$WORK/release"
 	finish

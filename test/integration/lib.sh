@@ -321,6 +321,22 @@ spawn() {
 	) &
 }
 
+# gdb_hold PID BREAKPOINT — gdb attaches to process PID (a backend), stops
+# it at BREAKPOINT and holds it there until $WORK/release exists, then
+# detaches.  Sets GDB_PID; the log is $WORK/gdb.log ("Breakpoint 1, ..."
+# once stopped).  False when gdb did not attach in 30 s (no ptrace here?).
+gdb_hold() {
+	spawn gdb -p "$1" -batch -ex 'set pagination off' \
+		-ex 'handle SIGUSR1 SIGUSR2 SIGTERM SIGINT SIGQUIT SIGPIPE SIGALRM nostop noprint pass' \
+		-ex 'info proc' -ex "break $2" \
+		-ex 'echo gdb: waiting\n' -ex 'continue' \
+		-ex "shell timeout 60 sh -c 'until [ -e $WORK/release ]; do sleep 0.05; done'" -ex 'detach' \
+		>"$WORK/gdb.log" 2>&1
+	GDB_PID=$!
+	IT_PIDS+=("$GDB_PID")
+	wait_until 30 grep -q '^gdb: waiting' "$WORK/gdb.log" && grep -q "^process $1\$" "$WORK/gdb.log"
+}
+
 # broker_stop — "quit", then EOF on stdin; KILL after 10 s.  Idempotent.
 broker_stop() {
 	[ -n "$broker_pid" ] || return 0

@@ -110,16 +110,7 @@ if command -v gdb >/dev/null 2>&1; then
 	coproc HELD { without_broker_fds psql -X -At -q -d postgres; }
 	echo "SELECT pg_backend_pid();" >&"${HELD[1]}"
 	read -r -t 30 HELD_PID <&"${HELD[0]}" || bail "a psql session for gdb to stop"
-	spawn gdb -p "$HELD_PID" -batch -ex 'set pagination off' \
-		-ex 'handle SIGUSR1 SIGUSR2 SIGTERM SIGINT SIGQUIT SIGPIPE SIGALRM nostop noprint pass' \
-		-ex 'info proc' -ex 'break flyt_xact_callback if event == XACT_EVENT_COMMIT' \
-		-ex 'echo gdb: waiting\n' -ex 'continue' \
-		-ex "shell timeout 60 sh -c 'until [ -e $WORK/release ]; do sleep 0.05; done'" -ex 'detach' \
-		>"$WORK/gdb.log" 2>&1
-	GDB_PID=$!
-	IT_PIDS+=("$GDB_PID")
-	if wait_until 30 grep -q '^gdb: waiting' "$WORK/gdb.log" &&
-		grep -q "^process $HELD_PID\$" "$WORK/gdb.log"; then
+	if gdb_hold "$HELD_PID" 'flyt_xact_callback if event == XACT_EVENT_COMMIT'; then
 		retries="SELECT count(*) FROM flyt_instance_history($ID) WHERE event_type = 'RETRY_REQUESTED'"
 		RETRIES=$(sql "$retries")
 		echo "SELECT flyt_retry($ID);" >&"${HELD[1]}"
