@@ -106,9 +106,14 @@ ask_for_missing_headers(TimestampTz cutoff)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		elems[i] = Int64GetDatum(ids[i]);
 	}
+	SPI_freetuptable(SPI_tuptable);
 	taken = flyt_flow_headers_request_nowait(ids, n);
+	pfree(ids);
 	if (taken == 0)
+	{
+		pfree(elems);
 		return;					/* the worker cannot ask now: ask again next time */
+	}
 
 	flyt_plan(&asked_plan,
 			  "INSERT INTO flyt.flow_headers_request (instance_id, requested_at)"
@@ -118,6 +123,8 @@ ask_for_missing_headers(TimestampTz cutoff)
 	values[0] = PointerGetDatum(construct_array(elems, taken, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	flyt_execute(asked_plan, values, NULL, false, 0, SPI_OK_INSERT);
+	pfree(elems);
+	pfree(DatumGetPointer(values[0]));
 }
 
 /* now() minus flyt_instance.time_to_keep_instance_in_days. */
@@ -129,41 +136,81 @@ flyt_cleanup_cutoff(void)
 }
 
 /*
+ * Settings of a batch's statements, restored by AtEOXact_GUC(true, the
+ * nest level returned).  No JIT: its statements are planned once per
+ * backend, so JIT would compile their expressions again on every batch, at
+ * a cost above what a batch of plain row work saves by it.  At least
+ * BATCH_WORK_MEM_KB of work_mem: the deleted instances' flow headers (about
+ * half a kilobyte each) pass through a CTE and a sort, which otherwise go
+ * to temporary files with a default batch and the default work_mem.
+ */
+static int
+batch_settings(void)
+{
+	int			save_nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (work_mem < BATCH_WORK_MEM_KB)
+		(void) set_config_option("work_mem", CppAsString2(BATCH_WORK_MEM_KB), PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return save_nestlevel;
+}
+
+/*
+ * Deletes the history of up to max_instances (all when < 0) deleted
+ * instances whose DELETED row is older than cutoff; returns the number of
+ * rows deleted.  The caller is connected to SPI.
+ */
+static int64
+purge_history(TimestampTz cutoff, int64 max_instances)
+{
+	static const Oid purge_types[] = {TIMESTAMPTZOID, INT8OID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+
+	flyt_plan(&purge_plan,
+			  "DELETE FROM flyt.instance_event e USING ("
+			  "  SELECT DISTINCT instance_id FROM ("
+			  "    SELECT instance_id FROM flyt.instance_event"
+			  "    WHERE event_type OPERATOR(pg_catalog.=) 'DELETED'"
+			  "      AND occurred_at OPERATOR(pg_catalog.<) $1"
+			  "    ORDER BY occurred_at LIMIT $2) expired"
+			  ") old "
+			  "WHERE e.instance_id OPERATOR(pg_catalog.=) old.instance_id"
+			  "  AND NOT EXISTS (SELECT FROM flyt.instance i"
+			  "                  WHERE i.id OPERATOR(pg_catalog.=) e.instance_id)",
+			  2, purge_types);
+	values[0] = TimestampTzGetDatum(cutoff);
+	values[1] = Int64GetDatum(max_instances);
+	if (max_instances < 0)
+		nulls[1] = 'n';
+	return flyt_execute(purge_plan, values, nulls, false, 0, SPI_OK_DELETE);
+}
+
+/*
  * Deletes at most max_rows (all when max_rows < 0) instances created before
- * cutoff, and the history whose DELETED row is older than cutoff.  The
- * caller is connected to SPI.
+ * cutoff and not before from (DT_NOBEGIN: any), oldest first, and the
+ * history of up to purge_max (all when < 0, none when 0) instances whose
+ * DELETED row is older than cutoff.  The caller is connected to SPI.
  */
 void
-flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result)
+flyt_cleanup_batch(TimestampTz cutoff, TimestampTz from, int64 max_rows, int64 purge_max,
+				   FlytCleanupResult *result)
 {
-	static const Oid victims_types[] = {TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, BOOLOID};
+	static const Oid victims_types[] = {TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, BOOLOID, TIMESTAMPTZOID};
 	static const Oid delete_types[] = {TIDARRAYOID, UUIDARRAYOID, TEXTOID, TEXTOID};
-	static const Oid purge_types[] = {TIMESTAMPTZOID, INT8OID};
 	static const Oid held_types[] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			victims;
 	bool		can_ask = flyt_flow_can_ask();
 	TimestampTz asked_before = GetCurrentTimestamp() - (TimestampTz) flyt_flow_headers_timeout_ms * 1000;
 	int			save_nestlevel;
 
-	/*
-	 * Settings of the batch, restored after it.  No JIT: its statements are
-	 * planned once per backend, so JIT would compile their expressions
-	 * again on every batch, at a cost above what a batch of plain row work
-	 * saves by it.  At least BATCH_WORK_MEM_KB of work_mem: the deleted
-	 * instances' flow headers (about half a kilobyte each) pass through a
-	 * CTE and a sort, which otherwise go to temporary files with a default
-	 * batch and the default work_mem.
-	 */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (work_mem < BATCH_WORK_MEM_KB)
-		(void) set_config_option("work_mem", CppAsString2(BATCH_WORK_MEM_KB), PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	save_nestlevel = batch_settings();
 
 	if (can_ask)
 		ask_for_missing_headers(cutoff);
@@ -181,15 +228,15 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 	 * the primary key per row) deletes them all.
 	 */
 	plan = flyt_plan(&victims_plan,
-					 "SELECT ctid FROM flyt.instance"
-					 " WHERE created_at OPERATOR(pg_catalog.<) $1"
+					 "SELECT ctid, created_at FROM flyt.instance"
+					 " WHERE created_at OPERATOR(pg_catalog.<) $1 AND created_at OPERATOR(pg_catalog.>=) $5"
 					 "   AND (flow_headers IS NOT NULL OR NOT $4 OR EXISTS ("
 					 "        SELECT FROM flyt.flow_headers_request r"
 					 "        WHERE r.instance_id OPERATOR(pg_catalog.=) instance.id"
 					 "          AND r.requested_at OPERATOR(pg_catalog.<) $3))"
 					 " ORDER BY created_at LIMIT $2"
 					 " FOR UPDATE SKIP LOCKED",
-					 4, victims_types);
+					 5, victims_types);
 	values[0] = TimestampTzGetDatum(cutoff);
 	if (max_rows >= 0)
 		values[1] = Int64GetDatum(max_rows);
@@ -197,11 +244,18 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		nulls[1] = 'n';
 	values[2] = TimestampTzGetDatum(asked_before);
 	values[3] = BoolGetDatum(can_ask);
+	values[4] = TimestampTzGetDatum(from);
 	victims = flyt_execute(plan, values, nulls, false, 0, SPI_OK_SELECT);
 
 	result->deleted = result->deleted_without_event = 0;
+	result->last_created_at = DT_NOBEGIN;
 	if (victims > 0)
 	{
+		/*
+		 * The arrays, which may be large, in a context of their own, freed
+		 * with the result sets once the batch is done (an SPI call returns
+		 * in SPI's own context: what follows the first one is not in it).
+		 */
 		MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
 															"flyt_instance cleanup batch",
 															ALLOCSET_DEFAULT_SIZES);
@@ -212,6 +266,8 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 		for (int i = 0; i < victims; i++)
 			elems[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 		values[0] = flyt_array(TIDOID, elems, NULL, victims);
+		result->last_created_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[victims - 1],
+																	SPI_tuptable->tupdesc, 2, &isnull));
 		SPI_freetuptable(SPI_tuptable);
 		/* the instance-deleted messages' flyt.event-id, drawn at once */
 		flyt_new_uuids(event_ids, victims);
@@ -268,22 +324,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 				 victims, result->deleted);
 	}
 
-	values[0] = TimestampTzGetDatum(cutoff);
-	values[1] = Int64GetDatum(max_rows);
-	nulls[1] = max_rows >= 0 ? ' ' : 'n';
-	plan = flyt_plan(&purge_plan,
-					 "DELETE FROM flyt.instance_event e USING ("
-					 "  SELECT DISTINCT instance_id FROM ("
-					 "    SELECT instance_id FROM flyt.instance_event"
-					 "    WHERE event_type OPERATOR(pg_catalog.=) 'DELETED'"
-					 "      AND occurred_at OPERATOR(pg_catalog.<) $1"
-					 "    ORDER BY occurred_at LIMIT $2) expired"
-					 ") old "
-					 "WHERE e.instance_id OPERATOR(pg_catalog.=) old.instance_id"
-					 "  AND NOT EXISTS (SELECT FROM flyt.instance i"
-					 "                  WHERE i.id OPERATOR(pg_catalog.=) e.instance_id)",
-					 2, purge_types);
-	result->history_purged = flyt_execute(plan, values, nulls, false, 0, SPI_OK_DELETE);
+	result->history_purged = purge_max != 0 ? purge_history(cutoff, purge_max) : 0;
 
 	/*
 	 * Held back: expired without flow headers, and either asked for less
@@ -299,6 +340,7 @@ flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows, FlytCleanupResult *result
 						 " WHERE i.created_at OPERATOR(pg_catalog.<) $1 AND i.flow_headers IS NULL"
 						 "   AND (r.requested_at IS NULL OR r.requested_at OPERATOR(pg_catalog.>=) $2)",
 						 2, held_types);
+		values[0] = TimestampTzGetDatum(cutoff);
 		values[1] = TimestampTzGetDatum(asked_before);
 		flyt_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
 		result->held_back = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -353,18 +395,34 @@ flyt_cleanup(PG_FUNCTION_ARGS)
 	flyt_spi_connect();
 	if (max_rows > 0)
 	{
-		flyt_cleanup_batch(cutoff, max_rows, &result);
+		flyt_cleanup_batch(cutoff, DT_NOBEGIN, max_rows, max_rows, &result);
 		deleted = result.deleted;
 	}
 	else
 	{
-		/* all of them, in batches: what one holds in memory is bounded */
+		/*
+		 * All of them, in batches (what one holds in memory is bounded),
+		 * each going on from where the last one ended: in this one
+		 * transaction the index entries of the rows deleted so far stay,
+		 * and a batch from the start would walk them all again.  Rows
+		 * skipped because another transaction held them stay, as they
+		 * would in one statement.  Then the history whose window passed,
+		 * all of it.
+		 */
+		TimestampTz from = DT_NOBEGIN;
+		int			save_nestlevel;
+
 		do
 		{
 			CHECK_FOR_INTERRUPTS();
-			flyt_cleanup_batch(cutoff, flyt_cleanup_batch_size, &result);
+			flyt_cleanup_batch(cutoff, from, flyt_cleanup_batch_size, 0, &result);
 			deleted += result.deleted;
+			if (result.deleted > 0)
+				from = result.last_created_at;
 		} while (result.deleted == flyt_cleanup_batch_size);
+		save_nestlevel = batch_settings();
+		(void) purge_history(cutoff, -1);
+		AtEOXact_GUC(true, save_nestlevel);
 	}
 	flyt_spi_finish();
 
@@ -474,7 +532,8 @@ flyt_cleanup_step(FlytCleanupRun *run)
 		return;
 	}
 
-	flyt_cleanup_batch(run->cutoff, flyt_cleanup_batch_size, &result);
+	flyt_cleanup_batch(run->cutoff, DT_NOBEGIN, flyt_cleanup_batch_size, flyt_cleanup_batch_size,
+					   &result);
 	run->deleted += result.deleted;
 	run->deleted_without_event += result.deleted_without_event;
 	run->held_back = result.held_back;

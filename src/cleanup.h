@@ -17,6 +17,8 @@ typedef struct FlytCleanupResult
 	int64		deleted;		/* instances deleted */
 	int64		deleted_without_event;	/* of which had no flow headers */
 	int64		history_purged; /* history rows whose window had passed */
+	TimestampTz last_created_at;	/* of the last instance deleted;
+									 * DT_NOBEGIN when none */
 	int64		held_back;		/* expired, without flow headers, asked for
 								 * less than flow_headers_timeout ago or not
 								 * yet (no request slot was free) */
@@ -42,7 +44,7 @@ extern void flyt_cleanup_recover(void);
 extern TimestampTz flyt_cleanup_next_at(FlytCleanupRun *run);
 extern void flyt_cleanup_step(FlytCleanupRun *run);
 extern void flyt_cleanup_failed(FlytCleanupRun *run, const char *error);
-extern void flyt_cleanup_batch(TimestampTz cutoff, int64 max_rows,
-							   FlytCleanupResult *result);
+extern void flyt_cleanup_batch(TimestampTz cutoff, TimestampTz from, int64 max_rows,
+							   int64 purge_max, FlytCleanupResult *result);
 
 #endif							/* FLYT_CLEANUP_H */

@@ -17,7 +17,8 @@
 #     its first snapshot failed here on (instance_id, version) = (id, 2);
 #   - instance-deleted is queued for it and reaches Kafka.
 # Then flyt_cleanup() without max_rows deletes five expired instances, in
-# batches of cleanup_batch_size (2).
+# batches of cleanup_batch_size (2), and later purges the history of all
+# six deleted instances at once (not a batch's worth).
 #
 # Skipped with a note when there is no gdb or it cannot attach (no ptrace).
 # Own broker and cluster; both always stopped.  Prints ok/not ok lines and
@@ -92,5 +93,10 @@ sql "UPDATE flyt.instance SET created_at = now() - interval '100 days'" >/dev/nu
 check_eq "flyt_cleanup() without max_rows deletes all five in batches of two" 5 \
 	"$(sql "SELECT flyt_cleanup('30 days')")"
 check_eq "none is left" 0 "$(sql "SELECT count(*) FROM flyt.instance")"
+# and, their DELETED rows aged past one more window, the history of all six
+sql "UPDATE flyt.instance_event SET occurred_at = now() - interval '100 days'" >/dev/null
+sql "SELECT flyt_cleanup('30 days')" >/dev/null
+check_eq "then it purges the history of all six deleted instances, not a batch's worth" 0 \
+	"$(sql "SELECT count(*) FROM flyt.instance_event")"
 
 finish

@@ -326,6 +326,7 @@ spawn() {
 # detaches.  Sets GDB_PID; the log is $WORK/gdb.log ("Breakpoint 1, ..."
 # once stopped).  False when gdb did not attach in 30 s (no ptrace here?).
 gdb_hold() {
+	rm -f "$WORK/release"
 	spawn gdb -p "$1" -batch -ex 'set pagination off' \
 		-ex 'handle SIGUSR1 SIGUSR2 SIGTERM SIGINT SIGQUIT SIGPIPE SIGALRM nostop noprint pass' \
 		-ex 'info proc' -ex "break $2" \

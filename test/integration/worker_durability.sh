@@ -126,6 +126,7 @@ if command -v gdb >/dev/null 2>&1; then
 			check "and its backend was still stopped then" not_detached
 		else
 			fail "gdb stops the backend in its commit callback" "$(tail -c 600 "$WORK/gdb.log")"
+			kill "$GDB_PID" 2>/dev/null || true # still in "continue": it would wait for ever
 		fi
 	else
 		note "gdb could not attach to the backend (no ptrace here?): not checked; $(tail -c 300 "$WORK/gdb.log")"
