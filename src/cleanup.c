@@ -194,7 +194,7 @@ purge_history(TimestampTz cutoff, int64 max_instances)
  * history of up to purge_max (all when < 0, none when 0) instances whose
  * DELETED row is older than cutoff.  The caller is connected to SPI.
  */
-void
+static void
 flyt_cleanup_batch(TimestampTz cutoff, TimestampTz from, int64 max_rows, int64 purge_max,
 				   FlytCleanupResult *result)
 {

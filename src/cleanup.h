@@ -44,7 +44,5 @@ extern void flyt_cleanup_recover(void);
 extern TimestampTz flyt_cleanup_next_at(FlytCleanupRun *run);
 extern void flyt_cleanup_step(FlytCleanupRun *run);
 extern void flyt_cleanup_failed(FlytCleanupRun *run, const char *error);
-extern void flyt_cleanup_batch(TimestampTz cutoff, TimestampTz from, int64 max_rows,
-							   int64 purge_max, FlytCleanupResult *result);
 
 #endif							/* FLYT_CLEANUP_H */

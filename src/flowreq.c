@@ -112,8 +112,7 @@ new_correlation_ids(int n)
 {
 	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * n);
 
-	for (int i = 0; i < n; i++)
-		flyt_new_correlation_id(&ids[i]);
+	flyt_new_uuids(ids, n);
 	return ids;
 }
 
